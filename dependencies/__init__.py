@@ -1,0 +1,1 @@
+"""Third-party model assets advface reads from installed registry packages (see manifest.json)."""

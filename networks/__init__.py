@@ -1,0 +1,1 @@
+"""Keras 3 network builders and weight converters (imported as ``advface.networks``)."""

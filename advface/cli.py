@@ -1,0 +1,254 @@
+"""The ``advface`` command line. The only core module that renders progress (tqdm).
+
+User errors print one line and exit with code 2; results go to stdout (``--json`` for machines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from advface.errors import AdvfaceError
+from advface.version import __version__
+
+EXAMPLES = {
+    "align": """examples:
+  advface align data/samples/obama.jpg data/samples/biden.jpg --out runs/chips
+  advface align data/samples/*.jpg --out runs/arcface --template arcface --json""",
+    "verify": """examples:
+  advface verify data/samples/obama.jpg data/samples/obama2.jpg
+  advface verify data/samples/obama.jpg data/samples/biden.jpg --json""",
+    "identify": """examples:
+  advface identify data/samples/obama3.jpg --gallery data/samples
+  advface identify probe.jpg --gallery people/ --k 3 --json   # people/<name>/*.jpg""",
+    "zoo": """examples:
+  advface zoo list
+  advface zoo list --json""",
+    "demo": """examples:
+  advface demo --out runs/demo
+  advface demo --out runs/mine --samples my_faces/""",
+}
+
+
+def _progress_bar(desc: str):
+    """A progress callback drawing a tqdm bar on stderr (closes itself on the last step)."""
+    from tqdm import tqdm
+
+    bars: dict = {}
+
+    def callback(p) -> None:
+        bar = bars.get(p.stage)
+        if bar is None:
+            bar = bars[p.stage] = tqdm(total=p.total, desc=f"{desc} {p.stage}".strip(), leave=False, file=sys.stderr)
+        bar.n = p.step
+        if p.metrics:
+            bar.set_postfix({k: v for k, v in p.metrics.items() if isinstance(v, int | float | str)}, refresh=False)
+        bar.refresh()
+        if p.total is not None and p.step >= p.total:
+            bar.close()
+
+    return callback
+
+
+def _emit(args, payload, text: str) -> None:
+    print(json.dumps(payload, indent=2) if args.json else text)
+
+
+def _aligner(args):
+    from advface.alignment import FaceAligner
+
+    return FaceAligner(detector=args.detector, landmarks=args.landmarks, upsample=args.upsample)
+
+
+def _cmd_align(args) -> int:
+    from advface.images import load_image, save_image
+
+    aligner, out = _aligner(args), Path(args.out)
+    records, lines = [], []
+    for path in args.images:
+        faces = aligner.align(load_image(path), args.template)
+        entry = {"image": str(path), "faces": []}
+        for i, aligned in enumerate(faces):
+            chip_path = save_image(out / f"{Path(path).stem}_{i}.png", aligned.chip)
+            entry["faces"].append({"box": aligned.face.box, "score": aligned.face.score,
+                                   "landmarks": aligned.face.landmarks.tolist(), "chip": str(chip_path)})
+        records.append(entry)
+        lines.append(f"{path}: {len(faces)} face(s)" + ("" if faces else " (no face found)"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "faces.json").write_text(json.dumps(records, indent=2) + "\n")
+    _emit(args, records, "\n".join(lines) + f"\nchips and faces.json in {out}")
+    return 0
+
+
+def _embed_files(model, aligner, paths) -> list:
+    from advface.images import load_image
+
+    chips = [aligner.align_one(load_image(p), model.template, source=str(p)).chip for p in paths]
+    import numpy as np
+
+    return model.embed(np.stack(chips))
+
+
+def _cmd_verify(args) -> int:
+    from advface.verification import Verification
+    from advface.zoo import load_model
+
+    model = load_model(args.model)
+    emb = _embed_files(model, _aligner(args), [args.a, args.b])
+    threshold = model.threshold if args.threshold is None else args.threshold
+    v = Verification(float(model.distance(emb[:1], emb[1:])[0]), threshold, model.spec.distance)
+    payload = {"a": str(args.a), "b": str(args.b), "model": model.name, "distance": v.distance,
+               "threshold": v.threshold, "metric": v.metric, "same": v.same}
+    verdict = "same person" if v.same else "different people"
+    sign = "<=" if v.same else ">"
+    _emit(args, payload, f"{verdict}: {v.metric} distance {v.distance:.4f} {sign} threshold {v.threshold:g} ({model.name})")
+    return 0
+
+
+def _gallery_files(folder: Path) -> list[tuple[Path, str]]:
+    from advface.images import list_images
+    from advface.verification import label_from_filename
+
+    if not folder.is_dir():
+        raise AdvfaceError(f"--gallery must be a folder of face images. Received: {folder}.")
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir())
+    if subfolders:
+        return [(f, sub.name) for sub in subfolders for f in list_images(sub)]
+    return [(f, label_from_filename(f)) for f in list_images(folder)]
+
+
+def _cmd_identify(args) -> int:
+    import numpy as np
+
+    from advface.images import load_image
+    from advface.verification import Gallery
+    from advface.zoo import load_model
+
+    model, aligner = load_model(args.model), _aligner(args)
+    probe = Path(args.probe).resolve()
+    entries = [(f, label) for f, label in _gallery_files(Path(args.gallery)) if f.resolve() != probe]
+    chips, labels, skipped = [], [], []
+    for f, label in entries:
+        faces = aligner.align(load_image(f), model.template)
+        if faces:
+            chips.append(faces[0].chip)
+            labels.append(label)
+        else:
+            skipped.append(str(f))
+    if not chips:
+        raise AdvfaceError(f"No face found in any image of the gallery {args.gallery}.")
+    threshold = model.threshold if args.threshold is None else args.threshold
+    gallery = Gallery(model.embed(np.stack(chips)), labels, metric=model.spec.distance, threshold=threshold)
+    result = gallery.search(_embed_files(model, aligner, [args.probe]), k=args.k)[0]
+    payload = {"probe": str(args.probe), "model": model.name, "threshold": threshold, "label": result.label,
+               "accepted": result.accepted, "matches": [{"label": m.label, "distance": m.distance} for m in result.matches],
+               "gallery_images": len(labels), "skipped_no_face": skipped}
+    head = f"identified as {result.label}" if result.accepted else "unknown: no identity within the threshold"
+    rows = [f"  {i}. {m.label}  {m.distance:.4f}" for i, m in enumerate(result.matches, 1)]
+    _emit(args, payload, "\n".join([f"{head} ({model.name}, threshold {threshold:g})", *rows]))
+    return 0
+
+
+def _cmd_zoo_list(args) -> int:
+    from advface.zoo import list_models
+
+    rows = list_models()
+    lines = []
+    for r in rows:
+        lines.append(f"{r['name']}  [{'available' if r['available'] else 'NOT available'}]")
+        lines.append(f"  {r['description']}")
+        lines.append(f"  input {r['template']}; {r['distance']} distance, threshold {r['threshold']}")
+        lines.append(f"  weights: {r['weights']} ({r['licence']})")
+    _emit(args, rows, "\n".join(lines))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from advface.demo import run_demo
+
+    report_path = run_demo(args.out, samples=args.samples, progress=_progress_bar("demo"))
+    print(report_path.read_text())
+    print(f"\nRun folder: {report_path.parent} (open report.md)")
+    return 0
+
+
+def _add_alignment_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", choices=["hog", "cnn"], default="hog", help="dlib face detector (default: hog)")
+    p.add_argument("--landmarks", type=int, choices=[5, 68], default=5, help="landmark model (default: 5)")
+    p.add_argument("--upsample", type=int, default=1, help="image doublings before detection (default: 1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="advface", description="Assess how face recognition fails under attack.",
+        epilog="examples:\n  advface demo --out runs/demo\n  advface verify a.jpg b.jpg\n  advface zoo list",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"advface {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES.get(name),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("align", "Detect faces and write aligned chips")
+    p.add_argument("images", nargs="+", type=Path, help="image files")
+    p.add_argument("--out", required=True, type=Path, help="folder for the chips and faces.json")
+    p.add_argument("--template", default="dlib", help="chip template: dlib, vgg, openface, arcface (default: dlib)")
+    _add_alignment_flags(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_cmd_align)
+
+    p = command("verify", "1:1 verification: are two photos the same person?")
+    p.add_argument("a", type=Path, help="first photo")
+    p.add_argument("b", type=Path, help="second photo")
+    p.add_argument("--model", default="dlib-resnet", help="zoo model (default: dlib-resnet)")
+    p.add_argument("--threshold", type=float, help="override the model's threshold")
+    _add_alignment_flags(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_cmd_verify)
+
+    p = command("identify", "1:N identification of a photo against a gallery folder")
+    p.add_argument("probe", type=Path, help="the photo to identify")
+    p.add_argument("--gallery", required=True, type=Path,
+                   help="folder with one sub-folder per person, or flat files named person[N].jpg")
+    p.add_argument("--model", default="dlib-resnet", help="zoo model (default: dlib-resnet)")
+    p.add_argument("--k", type=int, default=5, help="identities to list (default: 5)")
+    p.add_argument("--threshold", type=float, help="open-set rejection threshold (default: the model's)")
+    _add_alignment_flags(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_cmd_identify)
+
+    p = command("zoo", "The model zoo")
+    zoo = p.add_subparsers(dest="zoo_command", required=True, metavar="VERB")
+    q = zoo.add_parser("list", help="list the models, their inputs, thresholds, weights and licences",
+                       epilog=EXAMPLES["zoo"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(run=_cmd_zoo_list)
+
+    p = command("demo", "Run the offline demo of every workflow into one run folder")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
+    p.add_argument("--samples", type=Path, help="folder of sample faces (default: data/samples)")
+    p.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # TensorFlow's C++ start-up chatter (no GPU found, oneDNN notes) is not for users of a CLI.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except AdvfaceError as exc:
+        print(f"advface: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("advface: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -59,7 +59,9 @@ def get_template(name: str | Template) -> Template:
     if isinstance(name, Template):
         return name
     if name not in TEMPLATES:
-        raise AdvfaceError(f"Unknown alignment template. Received: template={name!r}. Known: {', '.join(TEMPLATES)}.")
+        raise AdvfaceError(
+            f"Unknown alignment template. Received: template={name!r}. Known: {', '.join(TEMPLATES)}."
+        )
     return TEMPLATES[name]
 
 
@@ -152,7 +154,9 @@ class FaceAligner:
         dlib = self._dlib[0]
         points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in face.landmarks])
         box = dlib.rectangle(*(int(round(v)) for v in face.box))
-        details = dlib.get_face_chip_details(dlib.full_object_detection(box, points), template.size, template.padding)
+        details = dlib.get_face_chip_details(
+            dlib.full_object_detection(box, points), template.size, template.padding
+        )
         if template.shift == (0.0, 0.0):
             return details
         rect, angle = details.rect, details.angle
@@ -192,11 +196,15 @@ class FaceAligner:
         """Detect every face in ``image`` and cut its chip; largest face first, ``[]`` if none."""
         template = get_template(template)
         return [
-            AlignedFace(face, self.chip(image, face, template), template.name, self.chip_matrix(face, template))
+            AlignedFace(
+                face, self.chip(image, face, template), template.name, self.chip_matrix(face, template)
+            )
             for face in self.detect(image)
         ]
 
-    def align_one(self, image: np.ndarray, template: str | Template = "dlib", *, source: str = "image") -> AlignedFace:
+    def align_one(
+        self, image: np.ndarray, template: str | Template = "dlib", *, source: str = "image"
+    ) -> AlignedFace:
         """The largest face's chip; raises :class:`NoFaceError` naming ``source`` when there is none."""
         faces = self.align(image, template)
         if not faces:

@@ -42,10 +42,14 @@ def _progress_bar(desc: str):
     def callback(p) -> None:
         bar = bars.get(p.stage)
         if bar is None:
-            bar = bars[p.stage] = tqdm(total=p.total, desc=f"{desc} {p.stage}".strip(), leave=False, file=sys.stderr)
+            bar = bars[p.stage] = tqdm(
+                total=p.total, desc=f"{desc} {p.stage}".strip(), leave=False, file=sys.stderr
+            )
         bar.n = p.step
         if p.metrics:
-            bar.set_postfix({k: v for k, v in p.metrics.items() if isinstance(v, int | float | str)}, refresh=False)
+            bar.set_postfix(
+                {k: v for k, v in p.metrics.items() if isinstance(v, int | float | str)}, refresh=False
+            )
         bar.refresh()
         if p.total is not None and p.step >= p.total:
             bar.close()
@@ -73,8 +77,14 @@ def _cmd_align(args) -> int:
         entry = {"image": str(path), "faces": []}
         for i, aligned in enumerate(faces):
             chip_path = save_image(out / f"{Path(path).stem}_{i}.png", aligned.chip)
-            entry["faces"].append({"box": aligned.face.box, "score": aligned.face.score,
-                                   "landmarks": aligned.face.landmarks.tolist(), "chip": str(chip_path)})
+            entry["faces"].append(
+                {
+                    "box": aligned.face.box,
+                    "score": aligned.face.score,
+                    "landmarks": aligned.face.landmarks.tolist(),
+                    "chip": str(chip_path),
+                }
+            )
         records.append(entry)
         lines.append(f"{path}: {len(faces)} face(s)" + ("" if faces else " (no face found)"))
     out.mkdir(parents=True, exist_ok=True)
@@ -100,11 +110,22 @@ def _cmd_verify(args) -> int:
     emb = _embed_files(model, _aligner(args), [args.a, args.b])
     threshold = model.threshold if args.threshold is None else args.threshold
     v = Verification(float(model.distance(emb[:1], emb[1:])[0]), threshold, model.spec.distance)
-    payload = {"a": str(args.a), "b": str(args.b), "model": model.name, "distance": v.distance,
-               "threshold": v.threshold, "metric": v.metric, "same": v.same}
+    payload = {
+        "a": str(args.a),
+        "b": str(args.b),
+        "model": model.name,
+        "distance": v.distance,
+        "threshold": v.threshold,
+        "metric": v.metric,
+        "same": v.same,
+    }
     verdict = "same person" if v.same else "different people"
     sign = "<=" if v.same else ">"
-    _emit(args, payload, f"{verdict}: {v.metric} distance {v.distance:.4f} {sign} threshold {v.threshold:g} ({model.name})")
+    _emit(
+        args,
+        payload,
+        f"{verdict}: {v.metric} distance {v.distance:.4f} {sign} threshold {v.threshold:g} ({model.name})",
+    )
     return 0
 
 
@@ -143,9 +164,16 @@ def _cmd_identify(args) -> int:
     threshold = model.threshold if args.threshold is None else args.threshold
     gallery = Gallery(model.embed(np.stack(chips)), labels, metric=model.spec.distance, threshold=threshold)
     result = gallery.search(_embed_files(model, aligner, [args.probe]), k=args.k)[0]
-    payload = {"probe": str(args.probe), "model": model.name, "threshold": threshold, "label": result.label,
-               "accepted": result.accepted, "matches": [{"label": m.label, "distance": m.distance} for m in result.matches],
-               "gallery_images": len(labels), "skipped_no_face": skipped}
+    payload = {
+        "probe": str(args.probe),
+        "model": model.name,
+        "threshold": threshold,
+        "label": result.label,
+        "accepted": result.accepted,
+        "matches": [{"label": m.label, "distance": m.distance} for m in result.matches],
+        "gallery_images": len(labels),
+        "skipped_no_face": skipped,
+    }
     head = f"identified as {result.label}" if result.accepted else "unknown: no identity within the threshold"
     rows = [f"  {i}. {m.label}  {m.distance:.4f}" for i, m in enumerate(result.matches, 1)]
     _emit(args, payload, "\n".join([f"{head} ({model.name}, threshold {threshold:g})", *rows]))
@@ -176,14 +204,17 @@ def _cmd_demo(args) -> int:
 
 
 def _add_alignment_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", choices=["hog", "cnn"], default="hog", help="dlib face detector (default: hog)")
+    p.add_argument(
+        "--detector", choices=["hog", "cnn"], default="hog", help="dlib face detector (default: hog)"
+    )
     p.add_argument("--landmarks", type=int, choices=[5, 68], default=5, help="landmark model (default: 5)")
     p.add_argument("--upsample", type=int, default=1, help="image doublings before detection (default: 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="advface", description="Assess how face recognition fails under attack.",
+        prog="advface",
+        description="Assess how face recognition fails under attack.",
         epilog="examples:\n  advface demo --out runs/demo\n  advface verify a.jpg b.jpg\n  advface zoo list",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -191,13 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES.get(name),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        return sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=EXAMPLES.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     p = command("align", "Detect faces and write aligned chips")
     p.add_argument("images", nargs="+", type=Path, help="image files")
     p.add_argument("--out", required=True, type=Path, help="folder for the chips and faces.json")
-    p.add_argument("--template", default="dlib", help="chip template: dlib, vgg, openface, arcface (default: dlib)")
+    p.add_argument(
+        "--template", default="dlib", help="chip template: dlib, vgg, openface, arcface (default: dlib)"
+    )
     _add_alignment_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_cmd_align)
@@ -213,8 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("identify", "1:N identification of a photo against a gallery folder")
     p.add_argument("probe", type=Path, help="the photo to identify")
-    p.add_argument("--gallery", required=True, type=Path,
-                   help="folder with one sub-folder per person, or flat files named person[N].jpg")
+    p.add_argument(
+        "--gallery",
+        required=True,
+        type=Path,
+        help="folder with one sub-folder per person, or flat files named person[N].jpg",
+    )
     p.add_argument("--model", default="dlib-resnet", help="zoo model (default: dlib-resnet)")
     p.add_argument("--k", type=int, default=5, help="identities to list (default: 5)")
     p.add_argument("--threshold", type=float, help="open-set rejection threshold (default: the model's)")
@@ -224,8 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("zoo", "The model zoo")
     zoo = p.add_subparsers(dest="zoo_command", required=True, metavar="VERB")
-    q = zoo.add_parser("list", help="list the models, their inputs, thresholds, weights and licences",
-                       epilog=EXAMPLES["zoo"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    q = zoo.add_parser(
+        "list",
+        help="list the models, their inputs, thresholds, weights and licences",
+        epilog=EXAMPLES["zoo"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(run=_cmd_zoo_list)
 

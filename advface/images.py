@@ -61,9 +61,8 @@ def load_image(path: str | Path) -> np.ndarray:
             mode = img.mode
             if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
                 array = np.asarray(img, dtype=np.float32) / 65535.0
-            elif mode == "I":
-                array = np.asarray(img, dtype=np.float32)
-                array = array / (65535.0 if array.max() > 255 else 255.0)
+            elif mode == "I":  # 16-bit PGM and older 16-bit PNG readers: values on 0..65535
+                array = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
             elif mode == "F":
                 array = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
             else:
@@ -143,7 +142,9 @@ def check_images(images, *, name: str = "images", size: tuple[int, int] | None =
             raise ImageError(f"`{name}` contains NaN or infinite values.")
         if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
             hint = " Divide by 255." if high > 1.5 else ""
-            raise ImageError(f"`{name}` must be in [0, 1]. Received: values in [{low:.4g}, {high:.4g}].{hint}")
+            raise ImageError(
+                f"`{name}` must be in [0, 1]. Received: values in [{low:.4g}, {high:.4g}].{hint}"
+            )
         if low < 0 or high > 1:
             array = np.clip(array, 0.0, 1.0)
     return array

@@ -39,7 +39,9 @@ class Cancelled(Exception):  # noqa: N818 - it names the event, like KeyboardInt
     """Raised by a progress callback to stop a long call; the call lets it propagate."""
 
 
-def report(progress: ProgressCallback | None, step: int, total: int | None, stage: str = "", **metrics) -> None:
+def report(
+    progress: ProgressCallback | None, step: int, total: int | None, stage: str = "", **metrics
+) -> None:
     """Call ``progress`` if there is one (the helper long calls use)."""
     if progress is not None:
         progress(Progress(step=step, total=total, stage=stage, metrics=metrics))

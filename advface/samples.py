@@ -134,7 +134,7 @@ def _write(path: Path, data: bytes) -> None:
         partial.write_bytes(data)
         os.replace(partial, path)
     except OSError as exc:
-        raise AdvfaceError(f"Cannot write {path}: {exc.strerror}. Check the folder's permissions and space.") from None
+        raise AdvfaceError(f"Cannot write {path}: {exc.strerror}. Check the folder's permissions.") from None
 
 
 def fetch_samples(dest: str | Path, *, verbose: bool = False) -> list[Path]:

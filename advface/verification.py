@@ -28,7 +28,9 @@ def _check_metric(metric: str) -> None:
 def _as_embeddings(x, name: str) -> np.ndarray:
     array = np.asarray(x, dtype=np.float32)
     if array.ndim != 2:
-        raise AdvfaceError(f"`{name}` must be embeddings of shape (N, D). Received: {name}.shape={array.shape}.")
+        raise AdvfaceError(
+            f"`{name}` must be embeddings of shape (N, D). Received: {name}.shape={array.shape}."
+        )
     return array
 
 
@@ -41,7 +43,9 @@ def distances(a, b, metric: str = "euclidean") -> np.ndarray:
     _check_metric(metric)
     a, b = _as_embeddings(a, "a"), _as_embeddings(b, "b")
     if a.shape != b.shape:
-        raise AdvfaceError(f"`a` and `b` must have the same shape. Received: a.shape={a.shape}, b.shape={b.shape}.")
+        raise AdvfaceError(
+            f"`a` and `b` must have the same shape. Received: a.shape={a.shape}, b.shape={b.shape}."
+        )
     if metric == "euclidean":
         return np.linalg.norm(a - b, axis=-1)
     return 1.0 - np.sum(_unit(a) * _unit(b), axis=-1)
@@ -91,7 +95,9 @@ def calibrate_threshold(distances_, same, *, target_far: float) -> Calibration:
     d = np.asarray(distances_, dtype=np.float64).reshape(-1)
     same = np.asarray(same, dtype=bool).reshape(-1)
     if d.shape != same.shape:
-        raise AdvfaceError(f"`distances` and `same` differ in length. Received: {d.shape[0]} and {same.shape[0]}.")
+        raise AdvfaceError(
+            f"`distances` and `same` differ in length. Received: {d.shape[0]} and {same.shape[0]}."
+        )
     if not 0.0 < target_far < 1.0:
         raise AdvfaceError(f"`target_far` must be in (0, 1). Received: target_far={target_far}.")
     impostor, genuine = np.sort(d[~same]), d[same]
@@ -206,7 +212,8 @@ class Gallery:
         self.labels = [str(label) for label in labels]
         if len(self.labels) != len(self.embeddings):
             raise AdvfaceError(
-                f"One label per embedding. Received: {len(self.embeddings)} embeddings, {len(self.labels)} labels."
+                "One label per embedding. "
+                f"Received: {len(self.embeddings)} embeddings, {len(self.labels)} labels."
             )
         self.metric = metric
         self.threshold = float(threshold)

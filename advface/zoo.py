@@ -80,7 +80,9 @@ ZOO: dict[str, ModelSpec] = {
 def get_spec(name: str) -> ModelSpec:
     """The zoo entry called ``name``; an unknown name lists the known ones."""
     if name not in ZOO:
-        raise AdvfaceError(f"Unknown model. Received: model={name!r}. Known: {', '.join(ZOO)} (see `advface zoo list`).")
+        raise AdvfaceError(
+            f"Unknown model. Received: model={name!r}. Known: {', '.join(ZOO)} (see `advface zoo list`)."
+        )
     return ZOO[name]
 
 

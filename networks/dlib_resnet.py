@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from advface.networks.dlib_format import DlibFormatError, Record, read_dlib_network
+from advface.networks.dlib_format import DlibFormatError, read_dlib_network
 
 INPUT_SIZE = 150
 EMBEDDING_SIZE = 128
@@ -67,17 +67,33 @@ def _residual(ops_list: list, filters: int, down: bool) -> None:
 def _anet_ops() -> list:
     """dlib's ``anet_type`` as an input -> output list of operations."""
     seq: list = ["input", ("conv", 32, 7, 2), "affine", "relu", ("max_pool", 3, 2)]
-    for filters, down, repeats in [(32, False, 3), (64, True, 4), (128, True, 3), (256, True, 3), (256, True, 1)]:
+    for filters, down, repeats in [
+        (32, False, 3),
+        (64, True, 4),
+        (128, True, 3),
+        (256, True, 3),
+        (256, True, 1),
+    ]:
         for i in range(repeats):
             _residual(seq, filters, down=down and i == 0)
     return seq + ["global_pool", "fc", "loss"]
 
 
 _RECORD_KIND = {
-    "input": "input_rgb_image_sized", "conv": "con_4", "affine": "affine_", "relu": "relu_",
-    "max_pool": "max_pool_2", "avg_pool": "avg_pool_2", "global_pool": "avg_pool_2", "fc": "fc_2",
-    "loss": "loss_metric_2", "tag1": "wrap", "tag2": "wrap", "skip1": "wrap",
-    "add_tag1": "add_prev_", "add_tag2": "add_prev_",
+    "input": "input_rgb_image_sized",
+    "conv": "con_4",
+    "affine": "affine_",
+    "relu": "relu_",
+    "max_pool": "max_pool_2",
+    "avg_pool": "avg_pool_2",
+    "global_pool": "avg_pool_2",
+    "fc": "fc_2",
+    "loss": "loss_metric_2",
+    "tag1": "wrap",
+    "tag2": "wrap",
+    "skip1": "wrap",
+    "add_tag1": "add_prev_",
+    "add_tag2": "add_prev_",
 }
 
 
@@ -91,7 +107,9 @@ def build_dlib_resnet(name: str = "dlib_resnet") -> keras.Model:
     # dlib feeds (pixel - mean_c) / 256 with pixels in 0..255; on [0, 1] input that is
     # (x - mean_c / 255) / (256 / 255).
     x = layers.Normalization(
-        axis=-1, mean=[m / 255 for m in DLIB_MEANS], variance=[(256 / 255) ** 2] * 3,
+        axis=-1,
+        mean=[m / 255 for m in DLIB_MEANS],
+        variance=[(256 / 255) ** 2] * 3,
         name="dlib_normalisation",
     )(image)
     tags: dict[str, object] = {}
@@ -102,7 +120,10 @@ def build_dlib_resnet(name: str = "dlib_resnet") -> keras.Model:
             _, filters, size, stride = op
             conv_index += 1
             x = layers.Conv2D(
-                filters, size, strides=stride, padding="same" if stride == 1 else "valid",
+                filters,
+                size,
+                strides=stride,
+                padding="same" if stride == 1 else "valid",
                 name=f"conv{conv_index}",
             )(x)
         elif kind == "relu":
@@ -160,7 +181,9 @@ def load_dlib_weights(model: keras.Model, path: str | Path) -> dict:
             _, filters, size, stride = op
             pad = size // 2 if stride == 1 else 0
             got = (v["num_filters"], v["nr"], v["nc"], v["stride_y"], v["stride_x"], v["pad_y"], v["pad_x"])
-            _check(got == (filters, size, size, stride, stride, pad, pad), path, f"conv at layer {i} is {got}")
+            _check(
+                got == (filters, size, size, stride, stride, pad, pad), path, f"conv at layer {i} is {got}"
+            )
             kernel = v["filters"].transpose(2, 3, 1, 0)  # (O, I, H, W) -> (H, W, I, O)
             pending = (kernel, v["biases"].reshape(-1))
         elif kind == "affine":
@@ -175,7 +198,9 @@ def load_dlib_weights(model: keras.Model, path: str | Path) -> dict:
             got = (v["nr"], v["nc"], v["stride_y"], v["stride_x"], v["pad_y"], v["pad_x"])
             _check(got == (size, size, stride, stride, 0, 0), path, f"pooling at layer {i} is {got}")
         elif kind == "fc":
-            _check(v["bias_mode"] == 1 and v["weights"].shape == (256, EMBEDDING_SIZE), path, "fc layer shape")
+            _check(
+                v["bias_mode"] == 1 and v["weights"].shape == (256, EMBEDDING_SIZE), path, "fc layer shape"
+            )
             model.get_layer("descriptor").set_weights([v["weights"]])
         elif kind == "loss":
             meta["margin"], meta["threshold"] = v["margin"], v["dist_thresh"]

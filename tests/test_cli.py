@@ -10,8 +10,13 @@ from PIL import Image
 
 
 def advface(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "advface.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "advface.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def assert_one_line_error(result, *words):
@@ -39,10 +44,15 @@ def bad_files(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("name, words", [("empty.jpg", ["empty.jpg", "0 bytes"]),
-                                         ("text.png", ["text.png", "not an image"]),
-                                         ("missing.jpg", ["missing.jpg", "not found"]),
-                                         ("noface.png", ["No face found", "noface.png"])])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("empty.jpg", ["empty.jpg", "0 bytes"]),
+        ("text.png", ["text.png", "not an image"]),
+        ("missing.jpg", ["missing.jpg", "not found"]),
+        ("noface.png", ["No face found", "noface.png"]),
+    ],
+)
 def test_bad_inputs_get_one_line_and_exit_2(samples, bad_files, name, words):
     assert_one_line_error(advface("verify", bad_files / name, samples / "biden.jpg"), *words)
 
@@ -63,8 +73,10 @@ def test_identify_against_a_flat_gallery(samples):
 def test_zoo_list_and_unknown_model(samples):
     rows = json.loads(advface("zoo", "list", "--json").stdout)
     assert rows[0]["name"] == "dlib-resnet" and rows[0]["available"] and rows[0]["threshold"] == 0.6
-    assert_one_line_error(advface("verify", samples / "obama.jpg", samples / "biden.jpg", "--model", "nope"),
-                          "Known: dlib-resnet")
+    assert_one_line_error(
+        advface("verify", samples / "obama.jpg", samples / "biden.jpg", "--model", "nope"),
+        "Known: dlib-resnet",
+    )
 
 
 def test_help_ends_with_examples():

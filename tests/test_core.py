@@ -7,10 +7,12 @@ from advface.runs import ResultsTable, write_config
 
 
 def test_core_never_imports_qt():
-    code = ("import sys, advface, advface.cli, advface.zoo, advface.alignment, advface.verification, "
-            "advface.demo, advface.networks.dlib_resnet; "
-            "bad = [m for m in sys.modules if m.startswith(('PySide6', 'advface.gui'))]; print(bad); "
-            "sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, advface, advface.cli, advface.zoo, advface.alignment, advface.verification, "
+        "advface.demo, advface.networks.dlib_resnet; "
+        "bad = [m for m in sys.modules if m.startswith(('PySide6', 'advface.gui'))]; print(bad); "
+        "sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 

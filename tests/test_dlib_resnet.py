@@ -11,8 +11,16 @@ from advface.images import load_image, to_uint8
 from advface.networks.dlib_format import DlibFormatError, pack_int, read_dlib_network
 from advface.networks.dlib_resnet import build_dlib_resnet, dlib_resnet, load_dlib_weights
 
-FACES = ["obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg", "obama_partial_face2.jpg",
-         "biden.jpg", "astronaut.png", "32bit.png"]
+FACES = [
+    "obama.jpg",
+    "obama2.jpg",
+    "obama3.jpg",
+    "obama_partial_face.jpg",
+    "obama_partial_face2.jpg",
+    "biden.jpg",
+    "astronaut.png",
+    "32bit.png",
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +74,9 @@ def test_saves_and_reloads(model, dlib_chips, tmp_path):
     reloaded = keras.models.load_model(tmp_path / "dlib.keras")  # safe_mode stays on
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=1e-6)
     model.save_weights(tmp_path / "dlib.weights.h5")
-    np.testing.assert_allclose(dlib_resnet(tmp_path / "dlib.weights.h5").predict(x, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        dlib_resnet(tmp_path / "dlib.weights.h5").predict(x, verbose=0), expected, atol=1e-6
+    )
 
 
 def test_file_structure():

@@ -84,11 +84,6 @@ def test_16bit_dark_grey_png_is_not_mistaken_for_8_bit(tmp_path):
     np.testing.assert_allclose(load_image(tmp_path / "dark16.png")[..., 0], values / 65535, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_image guesses the scale of Pillow's mode 'I' from the values; Pillow scales 16-bit PGM "
-    "to 0..65535, so a dark one is read 257 times too bright",
-)
 def test_16bit_dark_pgm_is_not_mistaken_for_8_bit(tmp_path):
     values = np.array([[0, 100, 255]], np.uint16)
     Image.fromarray(values).save(tmp_path / "dark16.pgm")

@@ -46,8 +46,12 @@ def test_calibration_at_target_far():
 
 
 def test_gallery_top_k_and_open_set_rejection():
-    gallery = Gallery(np.array([[0, 0], [0, 1], [5, 5], [5, 6]], float), ["ann", "ann", "bob", "bob"],
-                      metric="euclidean", threshold=1.0)
+    gallery = Gallery(
+        np.array([[0, 0], [0, 1], [5, 5], [5, 6]], float),
+        ["ann", "ann", "bob", "bob"],
+        metric="euclidean",
+        threshold=1.0,
+    )
     near_bob, far_away = gallery.search(np.array([[5, 5.4], [20, 20]]), k=2)
     assert near_bob.label == "bob" and [m.label for m in near_bob.matches] == ["bob", "ann"]
     assert near_bob.matches[0].distance == pytest.approx(0.4)
@@ -62,14 +66,22 @@ def test_label_from_filename():
 
 def test_real_faces_verify_and_identify(samples, aligner):
     model = load_model("dlib-resnet")
-    chips = {n: aligner.align_one(load_image(samples / n), model.template).chip
-             for n in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")}
+    chips = {
+        n: aligner.align_one(load_image(samples / n), model.template).chip
+        for n in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
+    }
     verifier = Verifier(model)
-    same, different = verifier.verify(np.stack([chips["obama.jpg"]] * 2), np.stack([chips["obama2.jpg"], chips["biden.jpg"]]))
+    same, different = verifier.verify(
+        np.stack([chips["obama.jpg"]] * 2), np.stack([chips["obama2.jpg"], chips["biden.jpg"]])
+    )
     assert same.same and same.distance < 0.45
     assert not different.same and different.distance > 0.75
-    gallery = Gallery(model.embed(np.stack([chips["obama.jpg"], chips["obama2.jpg"], chips["biden.jpg"]])),
-                      ["obama", "obama", "biden"], metric="euclidean", threshold=model.threshold)
+    gallery = Gallery(
+        model.embed(np.stack([chips["obama.jpg"], chips["obama2.jpg"], chips["biden.jpg"]])),
+        ["obama", "obama", "biden"],
+        metric="euclidean",
+        threshold=model.threshold,
+    )
     result = gallery.search(model.embed(chips["obama3.jpg"][None]), k=2)[0]
     assert result.label == "obama" and result.matches[1].label == "biden"
 

@@ -28,6 +28,7 @@ demo: $(STAMP) $(SAMPLES)
 	$(BIN)/advface demo --out $(RUN)
 
 test: $(STAMP) $(SAMPLES)
+	$(BIN)/ruff check advface networks gui tests benchmarks
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -45,7 +45,7 @@ setup(
     extras_require={
         "gui": ["PySide6-Essentials>=6.8"],
         "gpu": [TF.replace("tensorflow", "tensorflow[and-cuda]", 1)],
-        "dev": ["pytest>=8", "pytest-qt>=4.4", "ruff>=0.6"],
+        "dev": ["pytest>=8", "pytest-qt>=4.4", "ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["advface = advface.cli:main"]},
     license="MIT",

@@ -174,33 +174,29 @@ class FaceAligner:
         landmarks, eyeglasses or marks in a chip, or (inverted) to paste a chip back into the image.
         """
         template = get_template(template)
-        details = self._chip_details(face, template)
-        rect, angle = details.rect, details.angle
-        scale = (template.size - 1) / (rect.right() - rect.left())
-        centre = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
-        cos, sin = np.cos(angle), np.sin(angle)
-        rotation = scale * np.array([[cos, sin], [-sin, cos]])  # inverse rotation, then scale
-        offset = (template.size - 1) / 2 - rotation @ centre
-        return np.concatenate([rotation, offset[:, None]], axis=1)
+        return _matrix(self._chip_details(face, template), template.size)
 
     def chip(self, image: np.ndarray, face: Face, template: str | Template = "dlib") -> np.ndarray:
         """The aligned chip of ``face``: float32 ``(size, size, 3)`` in ``[0, 1]``, cut by dlib."""
         template = get_template(template)
         image = check_images(np.asarray(image)[None], name="image")[0]
+        return self._extract(image, self._chip_details(face, template))
+
+    def _extract(self, image: np.ndarray, details) -> np.ndarray:
         dlib = self._dlib[0]
-        details = self._chip_details(face, template)
         channels = [dlib.extract_image_chip(np.ascontiguousarray(image[..., c]), details) for c in range(3)]
         return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
 
     def align(self, image: np.ndarray, template: str | Template = "dlib") -> list[AlignedFace]:
         """Detect every face in ``image`` and cut its chip; largest face first, ``[]`` if none."""
         template = get_template(template)
-        return [
-            AlignedFace(
-                face, self.chip(image, face, template), template.name, self.chip_matrix(face, template)
-            )
-            for face in self.detect(image)
-        ]
+        image = check_images(np.asarray(image)[None], name="image")[0]
+        aligned = []
+        for face in self.detect(image):
+            details = self._chip_details(face, template)
+            chip = self._extract(image, details)
+            aligned.append(AlignedFace(face, chip, template.name, _matrix(details, template.size)))
+        return aligned
 
     def align_one(
         self, image: np.ndarray, template: str | Template = "dlib", *, source: str = "image"
@@ -213,6 +209,17 @@ class FaceAligner:
                 "(or try --detector cnn / --upsample 2)."
             )
         return faces[0]
+
+
+def _matrix(details, size: int) -> np.ndarray:
+    """dlib's image -> chip mapping for ``details``: the rect's corners span chip pixels 0 .. size-1."""
+    rect, angle = details.rect, details.angle
+    scale = (size - 1) / (rect.right() - rect.left())
+    centre = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
+    cos, sin = np.cos(angle), np.sin(angle)
+    rotation = scale * np.array([[cos, sin], [-sin, cos]])  # inverse rotation, then scale
+    offset = (size - 1) / 2 - rotation @ centre
+    return np.concatenate([rotation, offset[:, None]], axis=1)
 
 
 def align_faces(

@@ -93,12 +93,12 @@ def _cmd_align(args) -> int:
     return 0
 
 
-def _embed_files(model, aligner, paths) -> list:
+def _embed_files(model, aligner, paths):
+    import numpy as np
+
     from advface.images import load_image
 
     chips = [aligner.align_one(load_image(p), model.template, source=str(p)).chip for p in paths]
-    import numpy as np
-
     return model.embed(np.stack(chips))
 
 

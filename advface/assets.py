@@ -62,3 +62,12 @@ def dlib_model_path(name: str) -> Path:
         raise WeightsError(f"Unknown dlib model file. Received: name={name!r}. Known: {known}.")
     meta = entry["files"][name]
     return _checked(_package_folder(entry) / name, meta["sha256"], meta["bytes"])
+
+
+def dlib_model_available(name: str) -> bool:
+    """Whether the dlib model file ``name`` is installed here (a cheap check: no hashing)."""
+    entry = manifest()["face-recognition-models"]
+    try:
+        return (_package_folder(entry) / name).is_file()
+    except WeightsError:
+        return False

@@ -93,23 +93,22 @@ def _cmd_align(args) -> int:
     return 0
 
 
-def _embed_files(model, aligner, paths):
+def _chips(model, aligner, paths):
+    """The largest face of each photo, as a chip for ``model`` (a photo without a face is an error)."""
     import numpy as np
 
     from advface.images import load_image
 
-    chips = [aligner.align_one(load_image(p), model.template, source=str(p)).chip for p in paths]
-    return model.embed(np.stack(chips))
+    return np.stack([aligner.align_one(load_image(p), model.template, source=str(p)).chip for p in paths])
 
 
 def _cmd_verify(args) -> int:
-    from advface.verification import Verification
+    from advface.verification import Verifier
     from advface.zoo import load_model
 
     model = load_model(args.model)
-    emb = _embed_files(model, _aligner(args), [args.a, args.b])
-    threshold = model.threshold if args.threshold is None else args.threshold
-    v = Verification(float(model.distance(emb[:1], emb[1:])[0]), threshold, model.spec.distance)
+    chips = _chips(model, _aligner(args), [args.a, args.b])
+    v = Verifier(model, threshold=args.threshold).verify(chips[:1], chips[1:])[0]
     payload = {
         "a": str(args.a),
         "b": str(args.b),
@@ -163,7 +162,7 @@ def _cmd_identify(args) -> int:
         raise AdvfaceError(f"No face found in any image of the gallery {args.gallery}.")
     threshold = model.threshold if args.threshold is None else args.threshold
     gallery = Gallery(model.embed(np.stack(chips)), labels, metric=model.spec.distance, threshold=threshold)
-    result = gallery.search(_embed_files(model, aligner, [args.probe]), k=args.k)[0]
+    result = gallery.search(model.embed(_chips(model, aligner, [args.probe])), k=args.k)[0]
     payload = {
         "probe": str(args.probe),
         "model": model.name,

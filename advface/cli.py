@@ -26,7 +26,19 @@ EXAMPLES = {
   advface identify probe.jpg --gallery people/ --k 3 --json   # people/<name>/*.jpg""",
     "zoo": """examples:
   advface zoo list
-  advface zoo list --json""",
+  advface zoo convert arcface-r50 ~/Downloads/ms1mv3_arcface_r50_fp16/backbone.pth
+  advface zoo convert vgg10 vgg_10.h5 --labels class-mapping_10.txt""",
+    "zoo convert": """examples:
+  advface zoo convert arcface-r50 ~/Downloads/ms1mv3_arcface_r50_fp16/backbone.pth
+  advface zoo convert facenet-vggface2 20180402-114759-vggface2.pt
+  advface zoo convert openface10 of10.h5 --labels class-mapping_10.txt   # agns-port Keras 2 file""",
+    "train classifier": """examples:
+  advface train classifier --data people/ --name my-people            # people/<name>/*.jpg
+  advface train classifier --data pubfig_aligned/ --name pubfig10 --aligned --epochs 50
+  advface train classifier --data people/ --name ft --backbone arcface-r50 --fine-tune""",
+    "train siamese": """examples:
+  advface train siamese --data people/ --name my-siamese
+  advface train siamese --data people/ --name s2 --margin 0.8 --projection 64 --epochs 40""",
     "demo": """examples:
   advface demo --out runs/demo
   advface demo --out runs/mine --samples my_faces/""",
@@ -185,11 +197,114 @@ def _cmd_zoo_list(args) -> int:
     rows = list_models()
     lines = []
     for r in rows:
-        lines.append(f"{r['name']}  [{'available' if r['available'] else 'NOT available'}]")
+        state = (
+            "available" if r["available"] else "not converted yet" if r["convert_from"] else "NOT available"
+        )
+        lines.append(f"{r['name']}  [{r['kind']}, {state}]")
         lines.append(f"  {r['description']}")
-        lines.append(f"  input {r['template']}; {r['distance']} distance, threshold {r['threshold']}")
-        lines.append(f"  weights: {r['weights']} ({r['licence']})")
+        if r["kind"] == "classifier":
+            labels = f"{len(r['labels'])} labels" if r["labels"] else "no labels given"
+            lines.append(f"  input {r['template']}; logits ({labels})")
+        else:
+            lines.append(f"  input {r['template']}; {r['distance']} distance, threshold {r['threshold']}")
+        lines.append(f"  weights: {r['weights']}")
+        lines.append(f"  licence: {r['licence']}")
     _emit(args, rows, "\n".join(lines))
+    return 0
+
+
+def _read_labels(path: Path | None) -> list[str] | None:
+    """Class names from a file: one per line, or the agns-port class mapping (``name : index`` lines)."""
+    if path is None:
+        return None
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except OSError as exc:
+        raise AdvfaceError(f"Cannot read the labels file. Received: labels={str(path)!r} ({exc}).") from None
+    mapping = [
+        line.rsplit(":", 1) for line in lines if ":" in line and line.rsplit(":", 1)[1].strip().isdigit()
+    ]
+    if mapping:
+        return [name.strip() for name, _ in sorted(mapping, key=lambda m: int(m[1]))]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _cmd_zoo_convert(args) -> int:
+    from advface.zoo import convert_model
+
+    result = convert_model(args.name, args.file, labels=_read_labels(args.labels), overwrite=args.overwrite)
+    payload = {
+        "name": result.name,
+        "weights": str(result.path),
+        "sha256": result.sha256,
+        "source": str(result.source),
+        "source_sha256": result.source_sha256,
+        "parameters": result.parameters,
+        "reload_max_diff": result.reload_max_diff,
+    }
+    text = (
+        f"converted {result.source.name} -> {result.path}\n"
+        f"  {result.parameters:,} parameters; sha256 {result.sha256} (recorded in MODELS.md)\n"
+        f"  reload check: max |difference| {result.reload_max_diff:.2e}\n"
+        f"  use it: advface verify a.jpg b.jpg --model {result.name}"
+    )
+    _emit(args, payload, text)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from advface import training
+
+    common = dict(
+        name=args.name,
+        run_dir=args.out or Path("runs") / f"train-{args.name}",
+        backbone=args.backbone,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        augment=not args.no_augment,
+        fine_tune=args.fine_tune,
+        aligned=args.aligned,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=_progress_bar(f"train {args.train_command}"),
+    )
+    if args.train_command == "classifier":
+        result = training.train_classifier(
+            args.data,
+            validation_fraction=args.validation_fraction,
+            split=args.split,
+            hidden=args.hidden,
+            **common,
+        )
+    else:
+        result = training.train_siamese(args.data, margin=args.margin, projection=args.projection, **common)
+    payload = {
+        "name": result.name,
+        "weights": str(result.weights),
+        "run_dir": str(result.run_dir),
+        "sizes": result.sizes,
+        "metrics": result.metrics,
+        "labels": list(result.labels),
+        "skipped": [[str(p), r] for p, r in result.skipped],
+    }
+    lines = [
+        f"trained {result.name} ({args.train_command}, {result.epochs} epochs) -> {result.weights}",
+        "  " + ", ".join(f"{k} {v}" for k, v in result.sizes.items()),
+        "  "
+        + ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.metrics.items()
+        ),
+    ]
+    summary = training.confusion_summary(result)
+    if summary:
+        lines += ["validation confusion:", summary]
+    if result.skipped:
+        lines.append(
+            f"  {len(result.skipped)} photos without a usable face: see {result.run_dir / 'skipped.tsv'}"
+        )
+    lines.append(f"run folder: {result.run_dir}; load it with advface.zoo.load_model({result.name!r})")
+    _emit(args, payload, "\n".join(lines))
     return 0
 
 
@@ -214,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="advface",
         description="Assess how face recognition fails under attack.",
-        epilog="examples:\n  advface demo --out runs/demo\n  advface verify a.jpg b.jpg\n  advface zoo list",
+        epilog="examples:\n  advface demo --out runs/demo\n  advface verify a.jpg b.jpg\n  advface zoo list\n"
+        "  advface train classifier --data people/ --name my-people",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"advface {__version__}")
@@ -233,7 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", type=Path, help="image files")
     p.add_argument("--out", required=True, type=Path, help="folder for the chips and faces.json")
     p.add_argument(
-        "--template", default="dlib", help="chip template: dlib, vgg, openface, arcface (default: dlib)"
+        "--template",
+        default="dlib",
+        help="chip template: dlib, vgg, openface, arcface, facenet (default: dlib)",
     )
     _add_alignment_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -273,6 +391,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(run=_cmd_zoo_list)
+    q = zoo.add_parser(
+        "convert",
+        help="convert weights you downloaded (PyTorch .pth/.pt, agns-port Keras 2 .h5) into saved-models/",
+        description="Convert a foreign weights file, read safely (no code in it runs), into "
+        "saved-models/NAME.weights.h5 and record its sha256 in saved-models/MODELS.md.",
+        epilog=EXAMPLES["zoo convert"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument(
+        "name", help="zoo name (see `advface zoo list`), e.g. arcface-r50, facenet-vggface2, vgg10"
+    )
+    q.add_argument("file", type=Path, help="the weights file you have")
+    q.add_argument("--labels", type=Path, help="classifiers: class names, one per line (or name : index)")
+    q.add_argument("--overwrite", action="store_true", help="replace existing converted weights")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(run=_cmd_zoo_convert)
+
+    p = command("train", "Train a classifier or a siamese net on a folder of faces")
+    train = p.add_subparsers(dest="train_command", required=True, metavar="KIND")
+    for kind, help_ in (
+        ("classifier", "an identity classifier (default: frozen dlib-resnet + a small head)"),
+        ("siamese", "a siamese verification net (shared tower, cosine similarity, contrastive loss)"),
+    ):
+        q = train.add_parser(
+            kind,
+            help=help_,
+            description=f"Train {help_} on DIR/<identity>/*.jpg and register it in the zoo as NAME.",
+            epilog=EXAMPLES[f"train {kind}"],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        q.add_argument("--data", required=True, type=Path, help="folder with one sub-folder per identity")
+        q.add_argument("--name", required=True, help="zoo name for the trained model")
+        q.add_argument("--out", type=Path, help="run folder; re-run to resume (default: runs/train-NAME)")
+        q.add_argument("--backbone", default="dlib-resnet", help="zoo embedding model (default: dlib-resnet)")
+        q.add_argument("--epochs", type=int, default=30 if kind == "classifier" else 20)
+        q.add_argument("--batch-size", type=int, default=32)
+        q.add_argument("--learning-rate", type=float, default=1e-3)
+        q.add_argument("--no-augment", action="store_true", help="no flip/rotate/shift/zoom/light jitter")
+        q.add_argument("--fine-tune", action="store_true", help="train the backbone too")
+        q.add_argument("--aligned", action="store_true", help="photos are already aligned face chips")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--overwrite", action="store_true", help="replace a model of that name")
+        q.add_argument("--json", action="store_true", help="print JSON")
+        if kind == "classifier":
+            q.add_argument(
+                "--validation-fraction",
+                type=float,
+                default=0.2,
+                help="share of each identity's photos held out (default: 0.2)",
+            )
+            q.add_argument(
+                "--split",
+                default="image",
+                choices=["image", "identity"],
+                help="image-level split (identity-disjoint is for siamese nets)",
+            )
+            q.add_argument("--hidden", type=int, default=128, help="hidden units of the head (0: linear)")
+        else:
+            q.add_argument("--margin", type=float, default=0.5, help="contrastive margin (cosine distance)")
+            q.add_argument("--projection", type=int, default=128, help="embedding size of the tower")
+        q.set_defaults(run=_cmd_train)
 
     p = command("demo", "Run the offline demo of every workflow into one run folder")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")

@@ -33,3 +33,21 @@ def test_config_records_versions(tmp_path):
     folder = write_config(tmp_path / "run", "demo", {"out": tmp_path}, seed=3)
     text = (folder / "config.json").read_text()
     assert '"seed": 3' in text and '"tensorflow"' in text and '"keras"' in text
+
+
+def test_converters_never_import_torch(tmp_path):
+    """torch is a test-only dependency: reading a real .pth must not import it."""
+    import torch
+
+    path = tmp_path / "w.pth"
+    torch.save({"w": torch.ones(2)}, path)
+    code = (
+        "import sys, advface.zoo, advface.training, advface.networks.torch_pickle as t, "
+        "advface.networks.iresnet, advface.networks.inception_resnet_v1, advface.networks.openface, "
+        "advface.networks.vgg, advface.networks.keras2_h5, advface.networks.siamese; "
+        f"t.read_state_dict({str(path)!r}); "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; print(bad); "
+        "sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

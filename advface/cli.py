@@ -160,6 +160,11 @@ def _cmd_identify(args) -> int:
     from advface.zoo import load_model
 
     model, aligner = load_model(args.model), _aligner(args)
+    if model.kind != "embedding":
+        raise AdvfaceError(
+            f"identify searches a gallery of embeddings, and {model.name} is a {model.kind}. Received: "
+            f"model={args.model!r}. Use an embedding model (advface zoo list)."
+        )
     probe = Path(args.probe).resolve()
     entries = [(f, label) for f, label in _gallery_files(Path(args.gallery)) if f.resolve() != probe]
     chips, labels, skipped = [], [], []

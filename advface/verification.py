@@ -144,6 +144,11 @@ class Verifier:
     """
 
     def __init__(self, model, *, threshold: float | None = None):
+        if getattr(model, "kind", "embedding") != "embedding":
+            raise AdvfaceError(
+                f"Verification compares embeddings, and {model.name} is a {model.kind}. Received: "
+                f"model={model.name!r}. Use an embedding model (advface zoo list), or model.classify()."
+            )
         self.model = model
         self.threshold = float(model.threshold if threshold is None else threshold)
 

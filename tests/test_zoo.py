@@ -167,3 +167,15 @@ def test_convert_errors(models, tmp_path):
     with pytest.raises(AdvfaceError, match="Unknown model. Received: model='arcface-r51'"):
         convert_model("arcface-r51", path)
 
+
+
+def test_classifiers_are_refused_by_verification_with_advice(models, tmp_path):
+    from advface.networks.openface import openface10
+    from advface.verification import Verifier
+    from advface.zoo import convert_model, load_model
+
+    path = tmp_path / "of10.h5"
+    write_source_openface(openface10(), path)
+    convert_model("openface10", path)
+    with pytest.raises(AdvfaceError, match=r"openface10 is a classifier\. Received: model='openface10'"):
+        Verifier(load_model("openface10"))

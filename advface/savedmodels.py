@@ -4,6 +4,9 @@ Each weights file is ``<name>.weights.h5`` (Keras 3). ``MODELS.md`` keeps one ro
 the command that reproduces it and its sha256, and :func:`weights_path` checks that hash before a model
 loads the file, so a truncated or swapped file is caught with a message instead of odd results.
 
+Beside a weights file, ``<name>.json`` keeps what the file alone does not say: class labels, the source
+file's hash, and for trained models how to rebuild them.
+
 The folder is ``$ADVFACE_MODELS`` when set, else ``saved-models/`` of the source checkout (``pip install
 -e``), else ``~/.local/share/advface/saved-models``.
 """
@@ -11,6 +14,7 @@ The folder is ``$ADVFACE_MODELS`` when set, else ``saved-models/`` of the source
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -124,3 +128,40 @@ def resolve_weights(weights) -> Path | None:
             raise WeightsError(f"Weights file not found. Received: weights={str(weights)!r}.")
         return path
     return weights_path(str(weights))
+
+
+def read_metadata(name: str) -> dict | None:
+    """``<name>.json`` in the saved-models folder (labels, source, training details), or None."""
+    path = models_dir() / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not valid JSON ({exc}). Delete it or re-create the model.") from None
+    return meta if isinstance(meta, dict) else None
+
+
+def write_metadata(name: str, meta: dict) -> Path:
+    """Write ``<name>.json`` atomically."""
+    path = models_dir() / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def store(model, name: str, *, origin: str, command: str, meta: dict) -> tuple[Path, str]:
+    """Save ``model``'s weights as ``<name>.weights.h5`` (atomically, without any optimizer state), write
+    ``<name>.json`` and record the ``MODELS.md`` row. Returns the file and its sha256."""
+    import keras
+
+    target = weights_file(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{name}.partial.weights.h5")
+    # A fresh functional view of the same layers: the same weight layout, without a compiled optimizer.
+    keras.Model(model.inputs, model.outputs).save_weights(tmp)
+    os.replace(tmp, target)
+    write_metadata(name, meta)
+    return target, record(target, origin=origin, command=command)

@@ -25,7 +25,7 @@ from advface.errors import AdvfaceError, ImageError, NoFaceError
 from advface.images import check_images, list_images, load_image
 from advface.progress import ProgressCallback, report
 from advface.runs import ResultsTable, write_config
-from advface.savedmodels import record, weights_file
+from advface.savedmodels import store, weights_file
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,7 @@ def _dataset(x, y, batch_size: int, *, augment: keras.Model | None, shuffle_seed
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _fit(model, train_ds, val_ds, *, run_dir: Path, epochs: int, progress, monitor: str) -> int:
+def _fit(model, train_ds, val_ds, *, run_dir: Path, epochs: int, progress, monitor: str) -> None:
     """model.fit with a resumable backup, the best weights by ``monitor``, a CSV history and progress."""
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
@@ -293,30 +293,16 @@ def _fit(model, train_ds, val_ds, *, run_dir: Path, epochs: int, progress, monit
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         _ProgressCallback(progress, epochs),
     ]
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False
-    )
-    del history
-    return epochs
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
 
 
 def _register(model, name: str, meta: dict, *, run_dir: Path, best: Path | None = None) -> Path:
-    """Load ``best`` weights (if given and present) into ``model``, save them as
-    ``saved-models/<name>.weights.h5`` with its metadata and MODELS.md row. The file holds the model's
-    weights only (no optimizer state), like converted models."""
-    from advface.zoo import write_metadata
-
+    """Load ``best`` weights (if given and present) into ``model`` and store it in saved-models as
+    ``name`` with ``meta`` (:func:`advface.savedmodels.store`)."""
     if best is not None and best.is_file():
         model.load_weights(best)
-    target = weights_file(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{name}.partial.weights.h5")
-    # A fresh functional view of the same layers: same weight layout, without the compiled optimizer.
-    keras.Model(model.inputs, model.outputs).save_weights(tmp)
-    tmp.replace(target)
-    write_metadata(name, meta)
-    record(target, origin=f"trained by advface on {meta['data']} (run {run_dir})", command=meta["command"])
-    return target
+    origin = f"trained by advface on {meta['data']} (run {run_dir})"
+    return store(model, name, origin=origin, command=meta["command"], meta=meta)[0]
 
 
 def _write_skipped(run_dir: Path, folder: FaceFolder) -> None:
@@ -440,19 +426,14 @@ def train_classifier(
         "command": f"advface train classifier --data {data} --name {name}",
     }
     weights = _register(model, name, meta, run_dir=run_dir, best=run_dir / "best.weights.h5")
+    predicted = np.argmax(model.predict(folder.chips, batch_size=batch_size, verbose=0), axis=1)
+    correct = predicted == folder.labels
+    metrics = {"train_accuracy": float(np.mean(correct[train_idx]))}
+    if len(val_idx):
+        metrics["validation_accuracy"] = float(np.mean(correct[val_idx]))
     eval_idx = val_idx if len(val_idx) else train_idx
-    logits = model.predict(folder.chips[eval_idx], batch_size=batch_size, verbose=0)
-    predicted = np.argmax(logits, axis=1)
-    truth = folder.labels[eval_idx]
     confusion = np.zeros((classes, classes), np.int64)
-    np.add.at(confusion, (truth, predicted), 1)
-    train_pred = np.argmax(model.predict(folder.chips[train_idx], batch_size=batch_size, verbose=0), axis=1)
-    metrics = {
-        "train_accuracy": float(np.mean(train_pred == folder.labels[train_idx])),
-        ("validation_accuracy" if len(val_idx) else "train_accuracy_again"): float(
-            np.mean(predicted == truth)
-        ),
-    }
+    np.add.at(confusion, (folder.labels[eval_idx], predicted[eval_idx]), 1)
     _write_confusion(run_dir / "confusion.tsv", confusion, folder.identities)
     result = TrainingResult(
         name=name,

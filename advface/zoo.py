@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +21,7 @@ from advface.alignment import get_template
 from advface.assets import dlib_model_available
 from advface.errors import AdvfaceError, WeightsError
 from advface.images import check_images
-from advface.savedmodels import models_dir, record, sha256, weights_file
+from advface.savedmodels import models_dir, read_metadata, sha256, store, weights_file
 
 
 @dataclass(frozen=True)
@@ -263,27 +261,6 @@ def model_names() -> list[str]:
     return list(ZOO) + trained
 
 
-def read_metadata(name: str) -> dict | None:
-    """``saved-models/<name>.json`` (labels, training details) or None."""
-    path = models_dir() / f"{name}.json"
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"{path} is not valid JSON ({exc}). Delete it or re-create the model.") from None
-    return meta if isinstance(meta, dict) else None
-
-
-def write_metadata(name: str, meta: dict) -> Path:
-    path = models_dir() / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 @dataclass(frozen=True)
 class Classification:
     """A classifier's decision for one image.
@@ -471,29 +448,25 @@ def convert_model(
     target = weights_file(name)
     if target.exists() and not overwrite:
         raise AdvfaceError(f"{target} exists. Pass --overwrite to replace it.")
+    if labels is not None and spec.kind != "classifier":
+        raise AdvfaceError(f"{name} is an embedding model; --labels is for classifiers. Received: labels.")
     model = spec.convert(source)
-    if spec.kind == "classifier" and labels is not None:
-        classes = model.output_shape[-1]
-        if len(labels) != classes:
-            raise AdvfaceError(
-                f"{name} has {classes} classes but {len(labels)} labels were given. Received: "
-                f"labels={len(labels)}. Give one label per class, in class-index order."
-            )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{name}.partial.weights.h5")
-    model.save_weights(tmp)
-    os.replace(tmp, target)
+    if labels is not None and len(labels) != model.output_shape[-1]:
+        raise AdvfaceError(
+            f"{name} has {model.output_shape[-1]} classes but {len(labels)} labels were given. Received: "
+            f"labels={len(labels)}. Give one label per class, in class-index order."
+        )
     source_sha = sha256(source)
-    digest = record(
-        target,
-        origin=f"converted from {source.name} (sha256 {source_sha[:16]}...)",
-        command=f"advface zoo convert {name} {source.name}",
-    )
-    meta = read_metadata(name) or {}
-    meta.update({"source": source.name, "source_sha256": source_sha})
+    meta = (read_metadata(name) or {}) | {"source": source.name, "source_sha256": source_sha}
     if labels is not None:
         meta["labels"] = list(labels)
-    write_metadata(name, meta)
+    target, digest = store(
+        model,
+        name,
+        origin=f"converted from {source.name} (sha256 {source_sha[:16]}...)",
+        command=f"advface zoo convert {name} {source.name}",
+        meta=meta,
+    )
     # Self-check: the saved file, rebuilt the way load_model will, computes what the converted model does.
     probe = np.random.default_rng(0).random((2, *model.input_shape[1:]), dtype=np.float32)
     rebuilt = get_spec(name).build()

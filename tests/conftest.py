@@ -1,4 +1,5 @@
-"""Shared fixtures: the sample faces, one dlib aligner, and a folder for artefacts a person may inspect."""
+"""Shared fixtures: the sample faces, one dlib aligner, a folder for artefacts a person may inspect, and a
+private saved-models folder."""
 
 import os
 from pathlib import Path
@@ -33,4 +34,12 @@ def artifacts() -> Path:
     """``test-artifacts/`` under the repository root (git-ignored), created."""
     folder = ROOT / "test-artifacts"
     folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture()
+def models(tmp_path, monkeypatch) -> Path:
+    """A private saved-models folder (``ADVFACE_MODELS``), so tests never write into the checkout's."""
+    folder = tmp_path / "saved-models"
+    monkeypatch.setenv("ADVFACE_MODELS", str(folder))
     return folder

@@ -6,12 +6,6 @@ from advface.errors import WeightsError
 from advface.savedmodels import models_dir, record, register, resolve_weights, sha256, weights_path
 
 
-@pytest.fixture()
-def models(tmp_path, monkeypatch):
-    monkeypatch.setenv("ADVFACE_MODELS", str(tmp_path / "saved-models"))
-    return tmp_path / "saved-models"
-
-
 def test_record_adds_then_replaces_one_row(models):
     assert models_dir() == models
     models.mkdir()

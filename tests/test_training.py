@@ -22,13 +22,6 @@ def people(samples, tmp_path_factory):
     return root
 
 
-@pytest.fixture()
-def models(tmp_path, monkeypatch):
-    folder = tmp_path / "saved-models"
-    monkeypatch.setenv("ADVFACE_MODELS", str(folder))
-    return folder
-
-
 @pytest.mark.slow
 def test_train_classifier_registers_and_loads_back(people, models, tmp_path, aligner):
     from advface.training import train_classifier
@@ -82,7 +75,7 @@ def test_train_classifier_registers_and_loads_back(people, models, tmp_path, ali
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_without_repeating_epochs(people, models, tmp_path):
+def test_rerun_in_the_same_run_folder_continues_from_the_last_finished_epoch(people, models, tmp_path):
     from advface.training import train_classifier
 
     run = tmp_path / "run"

@@ -42,13 +42,6 @@ def torch_r18():
     return randomise(IResNet(BLOCKS[18]), seed=18, calibration=iresnet_input(images(112, n=8, seed=3)))
 
 
-@pytest.fixture()
-def models(tmp_path, monkeypatch):
-    folder = tmp_path / "saved-models"
-    monkeypatch.setenv("ADVFACE_MODELS", str(folder))
-    return folder
-
-
 @pytest.mark.slow
 def test_convert_arcface_end_to_end_on_real_faces(torch_r18, models, tmp_path, samples, aligner):
     from advface.images import load_image

@@ -449,7 +449,9 @@ def convert_model(
     if target.exists() and not overwrite:
         raise AdvfaceError(f"{target} exists. Pass --overwrite to replace it.")
     if labels is not None and spec.kind != "classifier":
-        raise AdvfaceError(f"{name} is an embedding model; --labels is for classifiers. Received: labels.")
+        raise AdvfaceError(
+            f"{name} is an embedding model; labels are for classifiers. Received: {len(labels)} labels."
+        )
     model = spec.convert(source)
     if labels is not None and len(labels) != model.output_shape[-1]:
         raise AdvfaceError(

@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="advface",
         description="Assess how face recognition fails under attack.",
         epilog="examples:\n  advface demo --out runs/demo\n  advface verify a.jpg b.jpg\n  advface zoo list\n"
-        "  advface train classifier --data people/ --name my-people",
+        "  advface train classifier --data people/ --name my-people\n"
+        "  advface glasses dodge --images me1.jpg me2.jpg --model dlib-resnet",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"advface {__version__}")
@@ -457,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--margin", type=float, default=0.5, help="contrastive margin (cosine distance)")
             q.add_argument("--projection", type=int, default=128, help="embedding size of the tower")
         q.set_defaults(run=_cmd_train)
+
+    from advface.glasses.commands import add_parser as add_glasses
+
+    add_glasses(command)
 
     p = command("demo", "Run the offline demo of every workflow into one run folder")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")

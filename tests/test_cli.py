@@ -15,7 +15,7 @@ def advface(*args, cwd=None):
         capture_output=True,
         text=True,
         cwd=cwd,
-        timeout=300,
+        timeout=900,
     )
 
 

@@ -116,7 +116,15 @@ def eyeglass_discriminator(*, weights=None, name: str = "eyeglass_discriminator"
 
 def _load(model: keras.Model, weights) -> keras.Model:
     if weights is not None:
+        from advface.errors import WeightsError
         from advface.savedmodels import resolve_weights
 
-        model.load_weights(resolve_weights(weights))
+        path = resolve_weights(weights)
+        try:
+            model.load_weights(path)
+        except (ValueError, OSError) as exc:
+            raise WeightsError(
+                f"{path} does not hold {model.name} weights ({str(exc).splitlines()[0][:100]}). Pass the "
+                "file `advface glasses train` stored for this network."
+            ) from None
     return model

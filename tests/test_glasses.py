@@ -166,6 +166,9 @@ def test_one_step_is_one_generator_update_and_the_face_model_is_untouched():
     )
     result = attack(model, faces, Misclassify(0), seed=0)
     assert result.steps == 1 and len(result.history) == 1
+    # The returned frame is the one the check judged: re-judged with a fresh forward pass, it fools the
+    # same share of photos.
+    assert result.success_per_image.mean() == result.history[-1].best_fraction
     # The caller's generator is not modified; the attack's copy moved by exactly one Adam step: the
     # first Adam step changes each weight with a non-zero gradient by lr (two steps would give 2 lr).
     for w0, w1 in zip(before, g.get_weights(), strict=True):

@@ -137,6 +137,14 @@ def test_data_and_train_resume_across_runs(tmp_path):
     assert resumed[:2] == history and resumed[2].startswith("2,")  # epoch 1 kept, not redone
     assert (out / "samples" / "epoch_002.png").is_file()
     assert json.loads(second.stdout)["epochs"] == 2
+    # 1 + 1 epochs is 2 epochs straight: the weights, optimizers and noise were restored, not restarted.
+    straight = tmp_path / "straight"
+    run = advface("glasses", "train", "--data", data, "--out", straight, "--epochs", 2, "--no-store")
+    assert run.returncode == 0, run.stderr
+    a, b = load_image(out / "samples" / "epoch_002.png"), load_image(straight / "samples" / "epoch_002.png")
+    assert np.abs(a - b).max() <= 2 / 255
+    other = advface("glasses", "train", "--data", data, "--out", out, "--epochs", 3, "--learning-rate", 1e-3)
+    assert_one_line_error(other, "was started with other settings", "learning_rate")
 
 
 @pytest.mark.parametrize("flag", ["--epochs", "--batch-size"])

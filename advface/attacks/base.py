@@ -39,6 +39,11 @@ def _rows(x, name: str) -> np.ndarray:
     return a
 
 
+def _check_probability(p) -> None:
+    if p is not None and not 0.0 < p < 1.0:
+        raise AdvfaceError(f"`probability` must be in (0, 1). Received: probability={p!r}.")
+
+
 @dataclass(frozen=True)
 class Dodge:
     """Embedding models: be farther than ``threshold`` from every reference embedding of oneself."""
@@ -70,6 +75,9 @@ class Misclassify:
     label: int
     probability: float | None = None  # also require p(label) <= probability
 
+    def __post_init__(self):
+        _check_probability(self.probability)
+
 
 @dataclass(frozen=True)
 class TargetClass:
@@ -77,6 +85,9 @@ class TargetClass:
 
     label: int
     probability: float | None = None  # also require p(label) >= probability
+
+    def __post_init__(self):
+        _check_probability(self.probability)
 
 
 Goal = Dodge | Impersonate | Misclassify | TargetClass

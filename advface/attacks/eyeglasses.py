@@ -37,6 +37,9 @@ from advface.attacks.base import Goal, check_goal, goal_loss, goal_threshold, ju
 from advface.errors import AdvfaceError
 from advface.progress import ProgressCallback, report
 
+DCGAN_BATCH = 32
+"""The batch size the shipped eyeglass DCGAN was trained with; the attack's discriminator batches match it."""
+
 
 @dataclass(frozen=True)
 class EyeglassStep:
@@ -78,7 +81,7 @@ class EyeglassResult:
         scores_after: the same with the glasses.
         threshold: the verification threshold (embedding goals), else None.
         history: one :class:`EyeglassStep` per step.
-        generator: the fine-tuned generator (draw more frames from it).
+        generator: the fine-tuned generator as it was when the best frame was found (``latent`` draws it).
     """
 
     success: bool
@@ -215,6 +218,11 @@ class EyeglassAttack:
             real = load_eyeglasses(self.real_glasses, limit=1000, seed=seed).images
         if real.ndim != 4 or real.shape[1:] != (64, 176, 3):
             raise AdvfaceError(f"`real_glasses` must be (M, 64, 176, 3). Received: shape={real.shape}.")
+        if not len(real) or real.min() < 0 or real.max() > 1:
+            raise AdvfaceError(
+                "`real_glasses` must be float frames in [0, 1] (divide 8-bit images by 255). Received: "
+                f"range {real.min() if len(real) else None}..{real.max() if len(real) else None}."
+            )
         return real
 
     # -- the attack ---------------------------------------------------------------------------------------
@@ -271,13 +279,16 @@ class EyeglassAttack:
         d_opt.build(d_vars)
         bce = keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)
         h, kappa, decay = self.batch_size, self.kappa, self.weight_decay
+        # The discriminator's minibatch features are sums over its batch: it judges batches of the size
+        # it was trained on (or larger), padded with extra fresh frames that carry no goal loss.
+        m = max(h, DCGAN_BATCH)
         real_label = 0.9
 
         @tf.function
         def attack_step():
             # 1. Discriminator: real frames -> 0.9, fresh generated frames -> 0.
-            pick = noise.uniform((h,), 0, tf.shape(real)[0], dtype=tf.int32)
-            fake = generator(noise.uniform((h, 25), -1.0, 1.0), training=False)
+            pick = noise.uniform((m,), 0, tf.shape(real)[0], dtype=tf.int32)
+            fake = generator(noise.uniform((m, 25), -1.0, 1.0), training=False)
             with tf.GradientTape() as tape:
                 real_logit = discriminator(tf.gather(real, pick), training=True)
                 fake_logit = discriminator(fake, training=True)
@@ -285,23 +296,26 @@ class EyeglassAttack:
                     bce(tf.fill(tf.shape(real_logit), real_label), real_logit)
                 ) + tf.reduce_mean(bce(tf.zeros_like(fake_logit), fake_logit))
             d_opt.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars, strict=True))
-            # 2. Generator output for fresh z; each frame worn on one photo (all photos when h >= n).
-            z = noise.uniform((h, 25), -1.0, 1.0)
+            # 2. Generator output for fresh z; the first h frames are each worn on one photo (all photos
+            #    when h >= n); the discriminator sees all m, in training mode as when the GAN was trained.
+            z = noise.uniform((m, 25), -1.0, 1.0)
             offset = noise.uniform((), 0, n, dtype=tf.int32)
             which = tf.math.floormod(tf.range(h) + offset, n)
             with tf.GradientTape() as g_tape:
                 glasses = generator(z, training=False)
             with tf.GradientTape(persistent=True) as image_tape:
                 image_tape.watch(glasses)
-                logit = discriminator(glasses, training=False)
+                logit = discriminator(glasses, training=True)[:h]
                 realism_loss = bce(tf.fill(tf.shape(logit), real_label), logit)
-                outputs = model(renderer(glasses, tf.gather(faces_t, which), which))
+                worn = glasses[:h]
+                outputs = model(renderer(worn, tf.gather(faces_t, which), which))
                 face_loss = goal_loss(goal, model, outputs)
             # 3. Per-sample joining of the two gradients on the generated image.
-            d_realism = image_tape.gradient(realism_loss, glasses)
-            d_goal = image_tape.gradient(face_loss, glasses)
+            d_realism = image_tape.gradient(realism_loss, glasses)[:h]
+            d_goal = image_tape.gradient(face_loss, glasses)[:h]
             del image_tape
             joined = join_gradients(d_realism, d_goal, kappa)
+            joined = tf.concat([joined, tf.zeros_like(glasses[h:])], axis=0)
             # 4. Back through the generator, weight decay, one Adam step.
             grads = g_tape.gradient(glasses, g_vars, output_gradients=joined)
             grads = [g + decay * v for g, v in zip(grads, g_vars, strict=True)]
@@ -310,7 +324,9 @@ class EyeglassAttack:
 
         check_z = np.random.default_rng([seed, 1])
         start = time.perf_counter()
-        best = dict(fraction=-1.0, score=np.inf, latent=None, objective=float("nan"))
+        best = dict(
+            fraction=-1.0, score=np.inf, latent=None, canvas=None, weights=None, objective=float("nan")
+        )
         history: list[EyeglassStep] = []
         success, step = False, 0
         for step in range(1, self.steps + 1):
@@ -320,12 +336,8 @@ class EyeglassAttack:
                 latents = check_z.uniform(-1.0, 1.0, (self.check_samples, 25)).astype(np.float32)
                 found = self._check(model, goal, generator, renderer, faces, latents)
                 if found["key"] > (best["fraction"], -best["score"]):
-                    best = dict(
-                        fraction=found["fraction"],
-                        score=found["score"],
-                        latent=found["latent"],
-                        objective=found["objective"],
-                    )
+                    # Keep the frame judged here and the generator that drew it: later steps may be worse.
+                    best = dict(found, weights=generator.get_weights())
                 success = best["fraction"] >= self.success_fraction
             record = EyeglassStep(
                 step, g_loss, realism, d_loss, checked, max(best["fraction"], 0.0), best["objective"]
@@ -366,6 +378,7 @@ class EyeglassAttack:
         # Best frame: most photos fooled, then the lowest goal loss.
         i = max(range(k), key=lambda j: (fraction[j], -loss[j]))
         return dict(
+            canvas=np.round(canvases[i] * 255) / 255,
             key=(fraction[i], -loss[i]),
             fraction=float(fraction[i]),
             score=float(loss[i]),
@@ -374,9 +387,8 @@ class EyeglassAttack:
         )
 
     def _result(self, model, goal, generator, renderer, faces, best, success, steps, history, seconds):
-        from advface.glasses.dcgan import generate
-
-        canvas = np.round(generate(generator, best["latent"][None])[0] * 255) / 255
+        canvas = best["canvas"]  # the frame the check judged (8-bit), not a redraw by a later generator
+        generator.set_weights(best["weights"])  # so that ``latent`` draws that frame again
         worn = np.round(self._wear(renderer, faces, np.repeat(canvas[None], len(faces), 0)) * 255) / 255
         worn = worn.astype(np.float32)
         after = judge(goal, model, model.embed(worn))  # a fresh forward pass on the 8-bit images

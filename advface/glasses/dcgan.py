@@ -133,6 +133,28 @@ def _write_history(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def _check_resume(run_dir: Path, arguments: dict, seed: int) -> None:
+    """Refuse to resume a run with other settings than it was started with (all but ``epochs``)."""
+    import json
+
+    config = run_dir / "config.json"
+    if not (run_dir / "checkpoints" / "checkpoint").is_file() or not config.is_file():
+        return
+    try:
+        saved = json.loads(config.read_text())
+    except ValueError:
+        return
+    before = {**saved.get("arguments", {}), "seed": saved.get("seed")}
+    now = {**arguments, "seed": seed}
+    changed = [k for k in now if k != "epochs" and k in before and before[k] != now[k]]
+    if changed:
+        diff = ", ".join(f"{k}={before[k]!r} (now {now[k]!r})" for k in changed)
+        raise AdvfaceError(
+            f"{run_dir} was started with other settings: {diff}. Resume with the same settings (only "
+            "--epochs may change), or use a new --out folder."
+        )
+
+
 def train_dcgan(
     data,
     run_dir: str | Path,
@@ -198,21 +220,18 @@ def train_dcgan(
         )
 
     run_dir = Path(run_dir)
-    write_config(
-        run_dir,
-        "glasses train",
-        dict(
-            data=source,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            beta_1=beta_1,
-            real_label=real_label,
-            limit=limit,
-            images=len(pixels),
-        ),
-        seed=seed,
+    arguments = dict(
+        data=source,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        beta_1=beta_1,
+        real_label=real_label,
+        limit=limit,
+        images=len(pixels),
     )
+    _check_resume(run_dir, arguments, seed)
+    write_config(run_dir, "glasses train", arguments, seed=seed)
     generator, discriminator = eyeglass_generator(), eyeglass_discriminator()
     g_opt = keras.optimizers.Adam(learning_rate, beta_1=beta_1)
     d_opt = keras.optimizers.Adam(learning_rate, beta_1=beta_1)
@@ -230,7 +249,13 @@ def train_dcgan(
     )
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", max_to_keep=2)
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        try:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as exc:
+            raise WeightsError(
+                f"The checkpoint in {run_dir / 'checkpoints'} does not match the eyeglass DCGAN "
+                f"({str(exc).splitlines()[0][:120]}). Use a new --out folder."
+            ) from None
     start = int(epoch_done.numpy())
     losses_path = run_dir / "losses.csv"
     history = _history(losses_path, start)
@@ -306,9 +331,10 @@ def train_dcgan(
         sample_path = save_image(
             samples_dir / f"epoch_{epoch:03d}.png", sample_grid(generate(generator, fixed))
         )
-        epoch_done.assign(epoch)
-        manager.save(checkpoint_number=epoch)  # the checkpoint first: a kill here repeats only this row
+        # The row first: a kill before the checkpoint repeats this epoch, and its row is dropped on resume.
         _write_history(losses_path, history)
+        epoch_done.assign(epoch)
+        manager.save(checkpoint_number=epoch)
 
     stored_g = stored_d = None
     if store:
@@ -316,7 +342,7 @@ def train_dcgan(
 
         meta = dict(
             gan="agn-eyeglass-dcgan",
-            epochs=len(history),
+            epochs=int(epoch_done.numpy()),
             images=len(pixels),
             data=source,
             batch_size=batch_size,
@@ -334,4 +360,4 @@ def train_dcgan(
         )
     if not sample_path.is_file():
         sample_path = save_image(sample_path, sample_grid(generate(generator, fixed)))
-    return DCGANResult(run_dir, len(history), tuple(history), stored_g, stored_d, sample_path)
+    return DCGANResult(run_dir, int(epoch_done.numpy()), tuple(history), stored_g, stored_d, sample_path)

@@ -200,7 +200,10 @@ class Placement:
         return cls(np.repeat(template_matrix(template)[None], count, axis=0), (size, size))
 
     def __post_init__(self):
-        m = np.asarray(self.matrices, np.float64)
+        try:
+            m = np.asarray(self.matrices, np.float64)
+        except (ValueError, TypeError):
+            raise AdvfaceError("`matrices` must be an array of shape (N, 3, 3).") from None
         if m.ndim != 3 or m.shape[1:] != (3, 3) or not len(m):
             raise AdvfaceError(f"`matrices` must have shape (N, 3, 3). Received: shape={m.shape}.")
         if not np.isfinite(m).all() or np.any(np.abs(np.linalg.det(m)) < 1e-12):

@@ -13,6 +13,7 @@ import pytest
 
 from advface.attacks.base import Dodge, Impersonate, Misclassify
 from advface.errors import AdvfaceError
+from advface.glasses import camera
 from advface.glasses.camera import (
     ROW_COLUMNS,
     FrameCheck,
@@ -210,12 +211,19 @@ def releases(monkeypatch):
     """Counts VideoCapture.release calls (the real capture, spied on)."""
     counted = []
 
-    class Spy(cv2.VideoCapture):
+    class Spy:  # a proxy, not a subclass: Python subclasses of cv2.VideoCapture crash the garbage collector
+        def __init__(self, capture):
+            self._capture = capture
+
+        def __getattr__(self, name):
+            return getattr(self._capture, name)
+
         def release(self):
             counted.append(1)
-            super().release()
+            self._capture.release()
 
-    monkeypatch.setattr(cv2, "VideoCapture", Spy)
+    real = camera._quiet_capture
+    monkeypatch.setattr(camera, "_quiet_capture", lambda source: Spy(real(source)))
     return counted
 
 

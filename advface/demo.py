@@ -271,7 +271,7 @@ def _glasses(samples: Path, out: Path, progress: ProgressCallback | None) -> lis
     from advface.glasses.camera import check_stream
     from advface.glasses.dcgan import generate, load_generator, sample_grid, sample_latents
     from advface.glasses.physical import printable_frames
-    from advface.glasses.workflow import run_attack, wear_on_photo
+    from advface.glasses.workflow import face_chips, run_attack, wear_on_photo
     from advface.images import load_image, save_image, to_uint8
     from advface.zoo import load_model
 
@@ -326,7 +326,7 @@ def _glasses(samples: Path, out: Path, progress: ProgressCallback | None) -> lis
         save_image(out / "check" / f"frame{i}.png", canvas.astype(np.float32) / 255)
         writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     writer.release()
-    refs = Dodge(model.embed(np.stack([aligner.align_one(load_image(p), "dlib").chip for p in attacker])))
+    refs = Dodge(model.embed(face_chips(attacker, model, aligner)))
     checked = check_stream(video, model, refs, aligner=aligner)
     plain = [f for f in checked.frames if f.index % 2 == 0]
     worn = [f for f in checked.frames if f.index % 2 == 1]

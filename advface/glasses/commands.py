@@ -339,25 +339,29 @@ def _cmd_attack(args) -> int:
 # -- live check ----------------------------------------------------------------------------------------------
 def _cmd_check(args) -> int:
     from advface import cli
-    from advface.attacks.base import Dodge, Impersonate, Misclassify, TargetClass
     from advface.glasses.camera import ROW_COLUMNS, check_stream
-    from advface.glasses.workflow import face_chips, label_index
+    from advface.glasses.workflow import make_goal
     from advface.runs import ResultsTable, write_config
     from advface.zoo import load_model
 
     model, aligner = load_model(args.model), cli._aligner(args)
-    if model.kind == "embedding":
-        photos = args.references if args.goal == "dodge" else args.target
+    # The check has no attack photos to fall back on: it needs the enrolled / target photos or the class.
+    if model.kind == "embedding" and not (args.references if args.goal == "dodge" else args.target):
         flag = "--references" if args.goal == "dodge" else "--target"
-        if not photos:
-            raise AdvfaceError(f"The {args.goal} check with {model.name} needs {flag} photos.")
-        refs = model.embed(face_chips(photos, model, aligner, flag))
-        goal = Dodge(refs, args.threshold) if args.goal == "dodge" else Impersonate(refs, args.threshold)
-    else:
-        if args.label is None:
-            raise AdvfaceError(f"The check with classifier {model.name} needs --class.")
-        label = label_index(model, args.label, "--class")
-        goal = Misclassify(label) if args.goal == "dodge" else TargetClass(label)
+        raise AdvfaceError(f"The {args.goal} check with {model.name} needs {flag} photos.")
+    if model.kind != "embedding" and args.label is None:
+        raise AdvfaceError(f"The check with classifier {model.name} needs --class.")
+    goal, _ = make_goal(
+        args.goal,
+        model,
+        None,
+        aligner,
+        references=args.references,
+        target=args.target,
+        true_class=args.label,
+        target_class=args.label,
+        threshold=args.threshold,
+    )
     source = args.camera if args.camera is not None else args.video
     result = check_stream(
         source,

@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Assess how face recognition fails under attack.",
         epilog="examples:\n  advface demo --out runs/demo\n  advface verify a.jpg b.jpg\n  advface zoo list\n"
         "  advface train classifier --data people/ --name my-people\n"
-        "  advface glasses dodge --images me1.jpg me2.jpg --model dlib-resnet",
+        "  advface glasses dodge --images me1.jpg me2.jpg --model dlib-resnet\n"
+        "  advface attack pgd --images data/samples/obama.jpg --epsilon 4/255",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"advface {__version__}")
@@ -462,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     from advface.glasses.commands import add_parser as add_glasses
 
     add_glasses(command)
+
+    from advface.attacks.commands import add_parser as add_attack
+
+    add_attack(command)
 
     p = command("demo", "Run the offline demo of every workflow into one run folder")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")

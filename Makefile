@@ -36,6 +36,7 @@ lint: $(STAMP)
 
 bench: $(STAMP) $(SAMPLES)
 	$(BIN)/python benchmarks/embed.py
+	$(BIN)/python benchmarks/pgd_vs_art.py
 
 clean:
 	rm -rf $(VENV) data/samples runs test-artifacts

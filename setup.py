@@ -56,7 +56,14 @@ setup(
         "gpu": [TF.replace("tensorflow", "tensorflow[and-cuda]", 1)],
         # torch is test-only: the converter tests build reference PyTorch modules and save real .pth files.
         # advface itself never imports it (converters read torch files with their own safe reader).
-        "dev": ["pytest>=8", "pytest-qt>=4.4", "ruff==0.17.6", "torch==2.13.0"],
+        # adversarial-robustness-toolbox: the peer in benchmarks/pgd_vs_art.py.
+        "dev": [
+            "pytest>=8",
+            "pytest-qt>=4.4",
+            "ruff==0.17.6",
+            "torch==2.13.0",
+            "adversarial-robustness-toolbox==1.20.1",
+        ],
     },
     entry_points={"console_scripts": ["advface = advface.cli:main"]},
     license="MIT",

@@ -41,10 +41,11 @@ HYPERPARAMETERS = [
 ]
 
 
-def _fraction(text: str) -> float:
+def _fraction(text: str | None) -> float | None:
+    """``8/255`` or ``0.03`` (parsed after argparse, so a bad value is a one-line advface error)."""
     from advface.attacks.pixel import parse_epsilon
 
-    return parse_epsilon(text)
+    return None if text is None else parse_epsilon(text)
 
 
 def _add_common(q: argparse.ArgumentParser, sweep: bool) -> None:
@@ -79,11 +80,9 @@ def _add_common(q: argparse.ArgumentParser, sweep: bool) -> None:
             help="comma-separated budgets, e.g. 1/255,2/255,4/255,8/255",
         )
     else:
-        q.add_argument(
-            "--epsilon", type=_fraction, help="budget in the norm, e.g. 8/255 (default: the attack's)"
-        )
+        q.add_argument("--epsilon", help="budget in the norm, e.g. 8/255 (default: the attack's)")
     for flag, _, kind, help_ in HYPERPARAMETERS:
-        q.add_argument(flag, type=_fraction if kind == "fraction" else kind, help=help_)
+        q.add_argument(flag, type=str if kind == "fraction" else kind, help=help_)
     q.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
     q.add_argument("--out", type=Path, help="run folder; re-run to resume (default: runs/attack-NAME-GOAL)")
     q.add_argument("--json", action="store_true", help="print summary.json")
@@ -123,7 +122,11 @@ def add_parser(command) -> None:
 
 
 def _settings(args) -> dict:
-    return {keyword: getattr(args, flag[2:].replace("-", "_")) for flag, keyword, _, _ in HYPERPARAMETERS}
+    values = {}
+    for flag, keyword, kind, _ in HYPERPARAMETERS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        values[keyword] = _fraction(value) if kind == "fraction" else value
+    return values
 
 
 def _goal(args):
@@ -153,7 +156,7 @@ def _cmd_attack(args) -> int:
     from advface.attacks import make_attack
     from advface.attacks.workflow import run_pixel_attack
 
-    attack = make_attack(args.attack, epsilon=args.epsilon, **_settings(args))
+    attack = make_attack(args.attack, epsilon=_fraction(args.epsilon), **_settings(args))
     out = args.out or Path("runs") / f"attack-{args.attack}-{args.goal}"
     run = run_pixel_attack(
         out,

@@ -74,6 +74,7 @@ class MIFGSM(PixelAttack):
     """
 
     name = "MI-FGSM"
+    dynamic = ("epsilon", "step_size", "decay", "diversity_prob", "steps")
 
     def __init__(
         self,

@@ -54,6 +54,7 @@ class PGD(PixelAttack):
     """
 
     name = "PGD"
+    dynamic = ("epsilon", "step_size", "steps", "restarts", "random_start")
 
     def __init__(
         self,

@@ -180,6 +180,11 @@ class PixelAttack:
     name: ClassVar[str] = ""
     supported_norms: ClassVar[tuple[str, ...]] = NORMS
     needs_epsilon: ClassVar[bool] = True
+    # Hyperparameters the compiled functions take as tensors; all others are baked into the trace.
+    dynamic: ClassVar[tuple[str, ...]] = ()
+    # Compiled functions shared by all instances with the same static settings (an epsilon sweep or a
+    # bisection builds many attacks; each would otherwise trace the model's gradient again).
+    _shared: ClassVar[dict] = {}
 
     def __init__(
         self, *, epsilon: float | None, norm: str = "linf", loss: str = "auto", batch_size: int = 32
@@ -199,7 +204,6 @@ class PixelAttack:
         self.norm = norm
         self.loss = loss
         self.batch_size = int(batch_size)
-        self._functions: dict = {}
 
     def __repr__(self) -> str:
         items = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -317,11 +321,18 @@ class PixelAttack:
     # --- compiled pieces shared by the gradient attacks -----------------------------------------------
 
     def _compiled(self, batch: Batch, key: tuple, build):
-        """A ``tf.function`` built once per model, kind of goal and ``key``, reused across calls."""
-        full = (id(batch.model.keras_model), batch.goal.kind, batch.goal.metric, *key)
-        if full not in self._functions:
-            self._functions[full] = build()
-        return self._functions[full]
+        """A ``tf.function`` built once per model, kind of goal, static settings and ``key``; reused
+        across calls and across instances with the same static settings."""
+        static = tuple(
+            (k, repr(v))
+            for k, v in sorted(vars(self).items())
+            if not k.startswith("_") and k not in self.dynamic
+        )
+        full = (type(self), id(batch.model.keras_model), batch.goal.kind, batch.goal.metric, static, *key)
+        if full not in PixelAttack._shared:
+            # The model is kept with its functions so that its id cannot be reused by another model.
+            PixelAttack._shared[full] = (batch.model.keras_model, build())
+        return PixelAttack._shared[full][1]
 
     def _gradient_function(self, batch: Batch, loss: str | None = None):
         """``f(x_adv, goal_tensors) -> (objective (B,), margin (B,), d objective / d x_adv)``."""

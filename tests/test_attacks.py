@@ -142,3 +142,21 @@ def test_misidentify_moves_a_probe_to_another_identity(face_chips, cases):
     assert not judge(goal, model, model.embed(probe)).success.any()
     result = PGD(epsilon=8 / 255, steps=20)(model, probe, goal, seed=0)
     assert result.success.all() and result.predicted[0] == gallery.identities.index("biden")
+
+
+@pytest.mark.parametrize("template", ["dlib", "openface", "arcface", "vgg"])
+def test_named_regions_cover_the_same_part_of_every_template(template):
+    from advface.alignment import get_template
+
+    size = get_template(template).size
+    glasses = region_mask("eyeglasses", template)
+    forehead = region_mask("forehead", template)
+    sticker = region_mask("sticker", template)
+    assert glasses.shape == (size, size) and set(np.unique(glasses)) <= {0.0, 1.0}
+    # 6% of the VGG and dlib chips (the same crop at two sizes); tighter crops show the frame larger.
+    assert 0.04 < glasses.mean() < 0.10
+    if template in ("dlib", "vgg"):
+        assert abs(glasses.mean() - 0.0606) < 0.003
+    rows = np.nonzero(glasses.any(axis=1))[0]
+    assert np.nonzero(forehead.any(axis=1))[0].max() < rows.min() + 2  # the forehead is above the frame
+    assert (sticker <= forehead).all() and sticker.sum() < forehead.sum()

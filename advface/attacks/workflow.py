@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -515,6 +516,7 @@ def _run(
     goals = _GoalMaker(goal, model, aligner, photos)
     table = ResultsTable(out / "results.tsv", COLUMNS)
     sweep = len(epsilons) > 1
+    start = time.perf_counter()
     _attack_all(
         out,
         table,
@@ -538,6 +540,7 @@ def _run(
         "goal": goal.goal,
         "norm": attack.norm,
         "threshold": threshold,
+        "seconds": round(time.perf_counter() - start, 1),  # this invocation's attacks (not earlier ones)
     }
     if sweep:
         summary.update(_sweep_outputs(out, rows, epsilons))

@@ -30,14 +30,15 @@ import numpy as np
 import tensorflow as tf
 
 from advface.attacks.base import goal_margin, goal_objective
-from advface.attacks.pgd import _empty_best, _keep_best
 from advface.attacks.pixel import (
     Batch,
     BatchOutcome,
     PixelAttack,
     check_positive,
     check_range,
+    empty_best,
     in_box,
+    keep_best,
     normalise,
     project,
     random_start,
@@ -153,7 +154,7 @@ class APGD(PixelAttack):
                 grad = tape.gradient(total, delta) * mask
                 margin = goal_margin(kind, metric, t, outputs)
                 # 2. The result's best (successful first) and the optimiser's (lowest objective).
-                best = _keep_best(best, delta, objective, margin < 0)
+                best = keep_best(best, delta, objective, margin < 0)
                 s["count"] += tf.cast((objective < s["last_objective"]) & ~first, tf.float32)
                 lower = objective < s["best_objective"]
                 s["best_delta"] = tf.where(lower[:, None, None, None], delta, s["best_delta"])
@@ -193,7 +194,7 @@ class APGD(PixelAttack):
         marks = checkpoints(self.steps)
         windows = dict(zip(marks[1:], np.diff(marks), strict=True))
         b = int(x.shape[0])
-        best = _empty_best(x)
+        best = empty_best(x)
         for restart in range(self.restarts):
             # 1. A random start in the ball, a fresh step size and fresh counters.
             delta = in_box(x, random_start(tf.shape(x), epsilon, self.norm, [batch.seed, restart]) * mask)
@@ -219,7 +220,7 @@ class APGD(PixelAttack):
                 batch.step(objective.numpy(), margin.numpy() < 0)
             # 3. The last iterate counts too.
             objective, margin = evaluate(x + delta, t)
-            best = _keep_best(best, delta, objective, margin < 0)
+            best = keep_best(best, delta, objective, margin < 0)
         adversarial = (x + best[0]).numpy()
         steps = np.full(b, self.steps * self.restarts)
         return BatchOutcome(adversarial, steps, steps + self.restarts)

@@ -280,7 +280,8 @@ def _distances(outputs, refs, metric: str):
 
     if metric == "euclidean":
         sq = tf.reduce_sum((outputs[:, None, :] - refs[None]) ** 2, axis=-1)
-        return tf.sqrt(tf.maximum(sq, 1e-12))
+        # Smooth at 0 and never flat: a clamp would give a zero gradient to any distance below 1e-6.
+        return tf.sqrt(sq + 1e-12)
     if metric == "cosine":
         a = tf.math.l2_normalize(outputs, axis=-1)
         return 1.0 - tf.matmul(a, tf.math.l2_normalize(refs, axis=-1), transpose_b=True)
@@ -379,7 +380,8 @@ def _identity_distances(goal: Misidentify, d: np.ndarray) -> np.ndarray:
 LOSSES = ("auto", "distance", "ce", "margin", "dlr")
 """Objectives the pixel attacks can minimise; see :func:`goal_objective`."""
 
-_FAR = 1e9  # added to distances that do not count for an image
+FAR = 1e9
+"""Added to distances (subtracted from logits) that do not count for an image."""
 
 
 @dataclass(frozen=True)
@@ -436,14 +438,14 @@ def default_loss(kind: str) -> str:
     return "distance" if kind in ("dodge", "impersonate") else "ce"
 
 
-def _logits(kind: str, metric: str, t: dict, outputs):
+def goal_logits(kind: str, metric: str, t: dict, outputs):
     """Class logits and the label they are judged by: the classifier's own, or for ``Misidentify``
     ``-scale * distance`` to each identity (its closest enrolled image)."""
     import tensorflow as tf
 
     if kind == "misidentify":
         d = _distances(outputs, t["refs"], metric)  # (B, M)
-        masked = d[:, :, None] + (1.0 - t["members"][None]) * _FAR  # (B, M, J)
+        masked = d[:, :, None] + (1.0 - t["members"][None]) * FAR  # (B, M, J)
         return -t["scale"] * tf.reduce_min(masked, axis=1), t["labels"]
     return outputs, t["labels"]
 
@@ -452,7 +454,7 @@ def _nearest(metric: str, t: dict, outputs):
     import tensorflow as tf
 
     d = _distances(outputs, t["refs"], metric)
-    return tf.reduce_min(d + (1.0 - t["select"]) * _FAR, axis=1)
+    return tf.reduce_min(d + (1.0 - t["select"]) * FAR, axis=1)
 
 
 def _top_other(z, labels):
@@ -461,17 +463,17 @@ def _top_other(z, labels):
 
     own = tf.gather(z, labels, axis=1, batch_dims=1)
     onehot = tf.one_hot(labels, tf.shape(z)[1], dtype=z.dtype)
-    other = tf.reduce_max(z - onehot * _FAR, axis=1)
+    other = tf.reduce_max(z - onehot * FAR, axis=1)
     return other, own
 
 
 def goal_margin(kind: str, metric: str, t: dict, outputs):
     """Per-image margin ``(B,)``: negative exactly when the goal is met (TensorFlow).
 
-    Dodge ``threshold - d``; Impersonate ``d - threshold``; Misidentify ``d_own - d_nearest_other``
-    (open set: or ``threshold - d_own``); Misclassify ``z_y - max_{j != y} z_j``; TargetClass
-    ``max_{j != t} z_j - z_t`` (the C&W margins). Classifier ``probability`` requirements are left to
-    :func:`judge`.
+    Dodge ``threshold - d``; Impersonate ``d - threshold``; Misidentify ``d_other - d_own`` with
+    ``d_other`` the nearest other identity (open set: or ``threshold - d_own``); Misclassify
+    ``z_y - max_{j != y} z_j``; TargetClass ``max_{j != t} z_j - z_t`` (the C&W margins). Classifier
+    ``probability`` requirements are left to :func:`judge`.
     """
     import tensorflow as tf
 
@@ -479,7 +481,7 @@ def goal_margin(kind: str, metric: str, t: dict, outputs):
         return t["threshold"] - _nearest(metric, t, outputs)
     if kind == "impersonate":
         return _nearest(metric, t, outputs) - t["threshold"]
-    z, labels = _logits(kind, metric, t, outputs)
+    z, labels = goal_logits(kind, metric, t, outputs)
     other, own = _top_other(z, labels)
     if kind == "target":
         return other - own
@@ -518,7 +520,7 @@ def goal_objective(kind: str, metric: str, t: dict, outputs, loss: str):
         if loss == "dlr":
             return margin / t["threshold"]
     else:
-        z, labels = _logits(kind, metric, t, outputs)
+        z, labels = goal_logits(kind, metric, t, outputs)
         if loss == "ce":
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=z)
             return ce if kind == "target" else -ce

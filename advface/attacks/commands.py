@@ -33,9 +33,11 @@ HYPERPARAMETERS = [
     ("--ti-kernel", "ti_kernel", int, "mifgsm: translation-invariance kernel size (TI, odd)"),
     ("--binary-search-steps", "binary_search_steps", int, "cw: rounds of the search over c"),
     ("--initial-const", "initial_const", float, "cw: first c"),
-    ("--kappa", "kappa", float, "cw: confidence margin"),
+    ("--confidence", "confidence", float, "cw: margin beyond the decision boundary (kappa)"),
     ("--learning-rate", "learning_rate", float, "cw: Adam learning rate"),
     ("--overshoot", "overshoot", float, "deepfool: overshoot"),
+    ("--candidates", "candidates", int, "deepfool: classes or identities considered per step"),
+    ("--rho", "rho", float, "apgd: step-halving threshold"),
     ("--queries", "queries", int, "square: query budget per image"),
     ("--p-init", "p_init", float, "square: initial fraction of pixels per square"),
 ]

@@ -20,15 +20,17 @@ import numpy as np
 import tensorflow as tf
 
 from advface.attacks.base import goal_margin, goal_objective
-from advface.attacks.pgd import _empty_best, _keep_best, _nudge
 from advface.attacks.pixel import (
     Batch,
     BatchOutcome,
     PixelAttack,
     check_positive,
     check_range,
+    empty_best,
     in_box,
+    keep_best,
     normalise,
+    nudge,
     project,
 )
 from advface.errors import AdvfaceError
@@ -148,7 +150,7 @@ class MIFGSM(PixelAttack):
                     margin = goal_margin(kind, metric, t, plain)
                 else:
                     margin = goal_margin(kind, metric, t, outputs)
-                best = _keep_best(best, delta, objective, margin < 0)
+                best = keep_best(best, delta, objective, margin < 0)
                 # 4. Momentum of L1-normalised gradients, then a sign (or L2) step.
                 l1 = tf.reduce_mean(tf.abs(grad), axis=[1, 2, 3], keepdims=True)
                 momentum = decay * momentum + grad / (l1 + 1e-12)
@@ -166,9 +168,9 @@ class MIFGSM(PixelAttack):
         evaluate = self._evaluate_function(batch)
         epsilon = tf.constant(self.epsilon, tf.float32)
         constants = [tf.constant(v, tf.float32) for v in (self.step_size, self.decay, self.diversity_prob)]
-        delta = _nudge(x, mask, epsilon, self.norm, [batch.seed, 0])
+        delta = nudge(x, mask, epsilon, self.norm, [batch.seed, 0])
         momentum = tf.zeros_like(x)
-        best = _empty_best(x)
+        best = empty_best(x)
         for i in range(self.steps):
             seed = tf.constant([batch.seed, 1000 + 4 * i], tf.int32)
             delta, momentum, best, objective, margin = step(
@@ -176,7 +178,7 @@ class MIFGSM(PixelAttack):
             )
             batch.step(objective.numpy(), margin.numpy() < 0)
         objective, margin = evaluate(x + delta, t)
-        best = _keep_best(best, delta, objective, margin < 0)
+        best = keep_best(best, delta, objective, margin < 0)
         b = int(x.shape[0])
         extra = 2 if self.diversity_prob > 0 else 1
         return BatchOutcome((x + best[0]).numpy(), np.full(b, self.steps), np.full(b, self.steps * extra + 1))

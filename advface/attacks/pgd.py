@@ -3,7 +3,7 @@
 - FGSM (Goodfellow, Shlens, Szegedy, ICLR 2015): one step of size epsilon along the gradient's sign (L2:
   the normalised gradient).
 
-FGSM and BIM take their first gradient at ``epsilon / 1000`` from the clean image (see ``_nudge``): at the
+FGSM and BIM take their first gradient at ``epsilon / 1000`` from the clean image (see ``nudge``): at the
 clean image the distance to its own embedding is at its minimum and has no gradient.
 - BIM / I-FGSM (Kurakin, Goodfellow, Bengio, 2017): iterated small steps from the clean image, projected
   back into the epsilon ball after each.
@@ -28,8 +28,11 @@ from advface.attacks.pixel import (
     PixelAttack,
     check_positive,
     check_range,
+    empty_best,
     in_box,
+    keep_best,
     normalise,
+    nudge,
     project,
     random_start,
 )
@@ -95,7 +98,7 @@ class PGD(PixelAttack):
                 grad = tape.gradient(total, delta)
                 margin = goal_margin(kind, metric, t, outputs)
                 # 2. Keep it if it is the best so far.
-                best = _keep_best(best, delta, objective, margin < 0)
+                best = keep_best(best, delta, objective, margin < 0)
                 # 3. Descend, project onto the ball (and the mask), stay in [0, 1].
                 delta = delta - step_size * normalise(grad * mask, norm)
                 delta = in_box(x, project(delta * mask, epsilon, norm))
@@ -112,21 +115,21 @@ class PGD(PixelAttack):
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
         b = int(x.shape[0])
-        best = _empty_best(x)
+        best = empty_best(x)
         for restart in range(self.restarts):
             # 1. Start at the clean image or uniformly in the ball.
             if self.random_start:
                 delta = random_start(tf.shape(x), epsilon, self.norm, [batch.seed, restart])
                 delta = in_box(x, delta * mask)
             else:
-                delta = _nudge(x, mask, epsilon, self.norm, [batch.seed, restart])
+                delta = nudge(x, mask, epsilon, self.norm, [batch.seed, restart])
             # 2. Steps, each reported.
             for _ in range(self.steps):
                 delta, best, objective, margin = step(x, delta, best, t, mask, epsilon, step_size)
                 batch.step(objective.numpy(), margin.numpy() < 0)
             # 3. The last iterate counts too.
             objective, margin = evaluate(x + delta, t)
-            best = _keep_best(best, delta, objective, margin < 0)
+            best = keep_best(best, delta, objective, margin < 0)
         adversarial = (x + best[0]).numpy()
         steps = np.full(b, self.steps * self.restarts)
         return BatchOutcome(adversarial, steps, steps + self.restarts)
@@ -185,38 +188,10 @@ class FGSM(PGD):
         # The step itself, not the better of clean and stepped: FGSM returns its one step.
         x, t, mask = batch.images, batch.goal.tensors, batch.mask
         gradient = self._gradient_function(batch)
-        objective, margin, grad = gradient(x + _nudge(x, mask, self.epsilon, self.norm, [batch.seed, 0]), t)
+        objective, margin, grad = gradient(x + nudge(x, mask, self.epsilon, self.norm, [batch.seed, 0]), t)
         batch.step(objective.numpy(), margin.numpy() < 0)
         delta = in_box(
             x, project(self.epsilon * normalise(-grad * mask, self.norm) * mask, self.epsilon, self.norm)
         )
         b = int(x.shape[0])
         return BatchOutcome((x + delta).numpy(), np.ones(b, np.int64), np.ones(b, np.int64))
-
-
-def _nudge(x, mask, epsilon, norm: str, seed):
-    """A random offset of size ``epsilon / 1000`` to start "from the clean image".
-
-    Dodging a paired reference starts at the minimum of the distance, where its gradient is exactly zero
-    (the clean embedding is the reference); FGSM and BIM would never move. The nudge gives the gradient a
-    direction at a negligible cost to the budget.
-    """
-    return in_box(x, random_start(tf.shape(x), 1e-3 * epsilon, norm, seed) * mask)
-
-
-def _empty_best(x):
-    b = tf.shape(x)[0]
-    return (tf.zeros_like(x), tf.fill([b], np.float32(np.inf)), tf.zeros([b], tf.bool))
-
-
-def _keep_best(best, delta, objective, success):
-    """Per image, keep ``delta`` if it succeeds where the best did not, or succeeds equally with a lower
-    objective. ``best`` is ``(delta, objective, success)``."""
-    best_delta, best_objective, best_success = best
-    better = (success & ~best_success) | ((success == best_success) & (objective < best_objective))
-    pick = better[:, None, None, None]
-    return (
-        tf.where(pick, delta, best_delta),
-        tf.where(better, objective, best_objective),
-        tf.where(better, success, best_success),
-    )

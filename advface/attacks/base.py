@@ -487,7 +487,7 @@ def goal_margin(kind: str, metric: str, t: dict, outputs):
         return other - own
     margin = own - other
     if kind == "misidentify":
-        margin = margin / t["scale"]  # back to distance units: d_own - d_other
+        margin = margin / t["scale"]  # back to distance units: d_other - d_own
         rejected = t["threshold"] + own / t["scale"]  # threshold - d_own
         margin = tf.where(t["open_set"] > 0, tf.minimum(margin, rejected), margin)
     return margin

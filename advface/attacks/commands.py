@@ -85,6 +85,9 @@ def _add_common(q: argparse.ArgumentParser, sweep: bool) -> None:
         q.add_argument("--epsilon", help="budget in the norm, e.g. 8/255 (default: the attack's)")
     for flag, _, kind, help_ in HYPERPARAMETERS:
         q.add_argument(flag, type=str if kind == "fraction" else kind, help=help_)
+    from advface.cli import _add_alignment_flags
+
+    _add_alignment_flags(q)
     q.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
     q.add_argument("--out", type=Path, help="run folder; re-run to resume (default: runs/attack-NAME-GOAL)")
     q.add_argument("--json", action="store_true", help="print summary.json")
@@ -168,6 +171,7 @@ def _cmd_attack(args) -> int:
         goal=_goal(args),
         mask=args.mask,
         seed=args.seed,
+        aligner=cli._aligner(args),
         arguments=_arguments(args),
         progress=cli._progress_bar("attack"),
     )
@@ -194,6 +198,7 @@ def _cmd_sweep(args) -> int:
         goal=_goal(args),
         mask=args.mask,
         seed=args.seed,
+        aligner=cli._aligner(args),
         arguments=_arguments(args),
         progress=cli._progress_bar("sweep"),
     )

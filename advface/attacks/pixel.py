@@ -61,6 +61,8 @@ def parse_epsilon(text: str | float) -> float:
 def prepare_mask(mask, shape: tuple[int, ...]) -> np.ndarray | None:
     """Broadcast a pixel mask to ``shape`` ``(N, H, W, 3)``; 1 where pixels may change, 0 where not.
 
+    Values of 0.5 and more count as 1, lower ones as 0 (resized or JPEG masks have grey edges).
+
     Accepts ``(H, W)``, ``(H, W, 1|3)``, ``(N, H, W)`` or ``(N, H, W, 1|3)`` with values in ``[0, 1]``.
     """
     if mask is None:
@@ -78,8 +80,9 @@ def prepare_mask(mask, shape: tuple[int, ...]) -> np.ndarray | None:
         )
     if not np.isfinite(m).all() or m.min() < 0 or m.max() > 1:
         raise AdvfaceError("`mask` values must be in [0, 1] (1 = may change). Received values outside.")
+    m = (m >= 0.5).astype(np.float32)  # binary: a soft mask would shrink steps again at every projection
     if not m.any():
-        raise AdvfaceError("`mask` is all zeros: the attack could not change any pixel.")
+        raise AdvfaceError("`mask` is all zeros (below 0.5): the attack could not change any pixel.")
     return np.ascontiguousarray(np.broadcast_to(m, shape))
 
 
@@ -256,7 +259,12 @@ class PixelAttack:
         mask = prepare_mask(mask, images.shape)
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
-        seed = int(seed)
+        seed = int(seed) % (2**31 - 1)  # TensorFlow's stateless seeds are int32
+        if getattr(goal, "probability", None) is not None:
+            raise AdvfaceError(
+                f"The pixel attacks optimise and keep the top class only. Received: probability="
+                f"{goal.probability}. Leave it out (the eyeglass attack takes it)."
+            )
 
         # 1. The clean decision.
         clean = judge(goal, model, model.embed(images, batch_size=self.batch_size))
@@ -275,7 +283,7 @@ class PixelAttack:
                 images=tf.constant(x),
                 goal=goal_tensors(goal.subset(index), model, len(index)),
                 mask=tf.constant(mask[index] if mask is not None else np.ones_like(x)),
-                seed=seed + 7919 * b,
+                seed=(seed + 7919 * b) % (2**31 - 1),
                 index=b,
                 tracker=tracker,
             )

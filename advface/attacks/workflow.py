@@ -125,13 +125,13 @@ class _GoalMaker:
             self.refs = model.embed(face_chips(list(spec.references), model, aligner, "--references"))
 
     def label(self, path: Path) -> str:
-        """A photo's identity: its sub-folder's name inside the gallery folder, else its file name's stem
-        without trailing digits (``obama2.jpg`` -> ``obama``)."""
+        """A photo's identity: its folder's name when that is an enrolled identity (``people/obama/3.jpg``),
+        else its file name's stem without trailing digits (``obama2.jpg`` -> ``obama``)."""
         from advface.verification import label_from_filename
 
         if self.gallery is None:
             return ""
-        if path.resolve().parent.parent == Path(self.spec.gallery).resolve():
+        if path.parent.name in self.gallery.identities:
             return path.parent.name
         return label_from_filename(path)
 
@@ -245,37 +245,46 @@ def _attack_all(
 
     attacks = [make_attack(eps) for eps in epsilons]
     batch_size = attacks[0].batch_size
-    todo = [
-        (e, i)
-        for e, eps in enumerate(epsilons)
-        for i, p in enumerate(photos)
-        if _key(eps, p, len(epsilons)) not in table.done
-    ]
-    batches = [
-        [j for j in todo if j[0] == e][k : k + batch_size]
-        for e in range(len(epsilons))
-        for k in range(0, sum(1 for j in todo if j[0] == e), batch_size)
-    ]
-    counter = _Offset(progress, sum(attacks[b[0][0]].planned_steps() for b in batches))
-    for batch in batches:
-        e = batch[0][0]
+    # Fixed chunks of the photo list, each seeded by its first position: a resumed run attacks the
+    # chunks an uninterrupted run would, with the same seeds (only a chunk cut off mid-way differs).
+    batches = []
+    for e, eps in enumerate(epsilons):
+        for first in range(0, len(photos), batch_size):
+            chunk = range(first, min(first + batch_size, len(photos)))
+            todo = [i for i in chunk if _key(eps, photos[i], len(epsilons)) not in table.done]
+            if todo:
+                batches.append((e, first, todo))
+    counter = _Offset(progress, sum(attacks[e].planned_steps() for e, _, _ in batches))
+    known = set(goals.gallery.identities) if goals.gallery is not None else None
+    for e, first, batch in batches:
         attack, eps = attacks[e], epsilons[e]
         callback = counter.batch(attack.planned_steps())
-        # 1. Read and align; a photo that cannot be used gets its row now.
-        chips, kept = [], []
-        for _, i in batch:
+        # 1. Read and align; a photo that cannot be used gets a row saying why (after the attack).
+        chips, kept, failed = [], [], []
+        for i in batch:
             path = photos[i]
             try:
-                chips.append(aligner.align_one(load_image(path), model.template, source=str(path)).chip)
-                kept.append(i)
+                chip = aligner.align_one(load_image(path), model.template, source=str(path)).chip
             except AdvfaceError as exc:
-                table.add(_row(eps, path, len(epsilons), status=str(exc).split(".")[0]))
-        if not kept:
+                failed.append((path, str(exc)))
+                continue
+            if known is not None and goals.label(path) not in known:
+                failed.append((path, f"{goals.label(path)!r} is not enrolled in the gallery"))
+                continue
+            chips.append(chip)
+            kept.append(i)
+        result = None
+        if kept:
+            chips = np.stack(chips)
+            labels = [goals.label(photos[i]) for i in kept]
+            # 2. Attack, seeded by the chunk's position (stable across resumes).
+            result = attack(
+                model, chips, goals(chips, labels), mask=mask, progress=callback, seed=seed + first
+            )
+        for path, why in failed:
+            table.add(_row(eps, path, len(epsilons), status=why))
+        if result is None:
             continue
-        chips = np.stack(chips)
-        labels = [goals.label(photos[i]) for i in kept]
-        # 2. Attack, seeded by the first photo's position (stable across resumes).
-        result = attack(model, chips, goals(chips, labels), mask=mask, progress=callback, seed=seed + kept[0])
         # 3. Images, then rows (a row means its images are on disk).
         for j, i in enumerate(kept):
             path = photos[i]
@@ -457,7 +466,8 @@ def run_sweep(
     """The success rate of an attack against epsilon: every photo at every budget (``results.tsv`` keyed
     ``epsilon|photo``), ``curve.tsv``/``curve.png``, and per photo the smallest budget that succeeded
     (``minimal.tsv``) with its median in ``summary.json``."""
-    epsilons = sorted(float(e) for e in epsilons)
+    # Budgets equal to 6 digits would share rows (keys hold epsilon to 6 digits): keep one of each.
+    epsilons = list({f"{float(e):.6g}": float(e) for e in sorted(float(e) for e in epsilons)}.values())
     if not epsilons or epsilons[0] <= 0:
         raise AdvfaceError(f"--epsilons must be positive budgets. Received: {epsilons}.")
     return _run(
@@ -508,12 +518,12 @@ def _run(
         "images": [str(p) for p in photos],
         "goal": dataclasses.asdict(goal),
         "epsilons": epsilons,
-        "mask": mask if isinstance(mask, str | None) else "array",
+        "mask": str(mask) if isinstance(mask, str | Path) else (None if mask is None else "array"),
     }
-    _check_config(out, command, record, seed)
     if isinstance(mask, str | Path):
         mask = load_mask(mask, model.template.name)
     goals = _GoalMaker(goal, model, aligner, photos)
+    _check_config(out, command, record, seed)  # after the checks: a refused start leaves no folder behind
     table = ResultsTable(out / "results.tsv", COLUMNS)
     sweep = len(epsilons) > 1
     start = time.perf_counter()

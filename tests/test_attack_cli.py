@@ -144,6 +144,10 @@ def test_attack_errors_are_one_line(samples, tmp_path):
     out = tmp_path / "f"
     refused = advface("attack", "fgsm", "--images", obama, "--mask", "nose", "--out", out)
     assert_one_line_error(refused, "eyeglasses")
+    assert_one_line_error(
+        advface("attack", "fgsm", "--images", obama, tmp_path / "typo.jpg", "--out", tmp_path / "g"),
+        "typo.jpg",
+    )
     # A photo without a usable face gets its row; the others are attacked.
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")

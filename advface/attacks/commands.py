@@ -98,6 +98,7 @@ def add_parser(command) -> None:
     from advface.attacks import ATTACKS
 
     p = command("attack", "Pixel attacks (FGSM, BIM, PGD, MI-FGSM, C&W, DeepFool, APGD, Square) on photos")
+    p.epilog = EXAMPLES + "\n" + SWEEP_EXAMPLES.split("\n", 1)[1]
     verbs = p.add_subparsers(dest="attack_name", required=True, metavar="NAME")
     for name in ATTACKS:
         q = verbs.add_parser(
@@ -111,7 +112,7 @@ def add_parser(command) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_common(q, sweep=False)
-        q.set_defaults(run=_cmd_attack, attack=name)
+        q.set_defaults(run=_cmd_run, attack=name)
     q = verbs.add_parser(
         "sweep",
         help="success rate against epsilon, and each photo's smallest successful budget",
@@ -123,7 +124,7 @@ def add_parser(command) -> None:
     )
     q.add_argument("attack", choices=list(ATTACKS), help="the attack")
     _add_common(q, sweep=True)
-    q.set_defaults(run=_cmd_sweep)
+    q.set_defaults(run=_cmd_run)
 
 
 def _settings(args) -> dict:
@@ -156,43 +157,14 @@ def _arguments(args) -> dict:
     }
 
 
-def _cmd_attack(args) -> int:
-    from advface import cli
-    from advface.attacks import make_attack
-    from advface.attacks.workflow import run_pixel_attack
-
-    attack = make_attack(args.attack, epsilon=_fraction(args.epsilon), **_settings(args))
-    out = args.out or Path("runs") / f"attack-{args.attack}-{args.goal}"
-    run = run_pixel_attack(
-        out,
-        attack=attack,
-        model=args.model,
-        images=args.images,
-        goal=_goal(args),
-        mask=args.mask,
-        seed=args.seed,
-        aligner=cli._aligner(args),
-        arguments=_arguments(args),
-        progress=cli._progress_bar("attack"),
-    )
-    cli._emit(args, run.summary, describe(run.summary, out))
-    return 0
-
-
-def _cmd_sweep(args) -> int:
+def _cmd_run(args) -> int:
     from advface import cli
     from advface.attacks import make_attack
     from advface.attacks.pixel import parse_epsilon
-    from advface.attacks.workflow import run_sweep
+    from advface.attacks.workflow import run_pixel_attack, run_sweep
 
-    epsilons = [parse_epsilon(e.strip()) for e in args.epsilons.split(",") if e.strip()]
     settings = _settings(args)
-    make_attack(args.attack, epsilon=epsilons[0] if epsilons else None, **settings)  # fail fast
-    out = args.out or Path("runs") / f"sweep-{args.attack}-{args.goal}"
-    run = run_sweep(
-        out,
-        make_attack=lambda eps: make_attack(args.attack, epsilon=eps, **settings),
-        epsilons=epsilons,
+    common = dict(
         model=args.model,
         images=args.images,
         goal=_goal(args),
@@ -200,8 +172,20 @@ def _cmd_sweep(args) -> int:
         seed=args.seed,
         aligner=cli._aligner(args),
         arguments=_arguments(args),
-        progress=cli._progress_bar("sweep"),
     )
+    if args.attack_name == "sweep":
+        out = args.out or Path("runs") / f"sweep-{args.attack}-{args.goal}"
+        run = run_sweep(
+            out,
+            make_attack=lambda eps: make_attack(args.attack, epsilon=eps, **settings),
+            epsilons=[parse_epsilon(e.strip()) for e in args.epsilons.split(",") if e.strip()],
+            progress=cli._progress_bar("sweep"),
+            **common,
+        )
+    else:
+        out = args.out or Path("runs") / f"attack-{args.attack}-{args.goal}"
+        attack = make_attack(args.attack, epsilon=_fraction(args.epsilon), **settings)
+        run = run_pixel_attack(out, attack=attack, progress=cli._progress_bar("attack"), **common)
     cli._emit(args, run.summary, describe(run.summary, out))
     return 0
 

@@ -12,7 +12,7 @@ The change of variables keeps ``x'`` in the box without clipping; with a mask on
 follow ``w``. The constant ``c`` is found by a binary search per image: multiplied by 10 while no round
 has succeeded, bisected between the bounds once one has. Each round starts afresh (Adam's state too) from
 the clean image, or a hair off it when the clean embedding is its own reference (dodging, a gallery that
-holds the probe), where the distance has no gradient (see ``deepfool.start_off_clean``).
+holds the probe), where the distance has no gradient (see ``pixel.start_off_clean``).
 
 Abort early, per image: C&W stop a round when the loss has not fallen by 1e-4 (relative) in
 ``steps // 10`` steps, comparing single iterates. With the short rounds used here (100 steps, windows of

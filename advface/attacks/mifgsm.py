@@ -30,8 +30,8 @@ from advface.attacks.pixel import (
     in_box,
     keep_best,
     normalise,
-    nudge,
     project,
+    start_off_clean,
 )
 from advface.errors import AdvfaceError
 
@@ -168,7 +168,7 @@ class MIFGSM(PixelAttack):
         evaluate = self._evaluate_function(batch)
         epsilon = tf.constant(self.epsilon, tf.float32)
         constants = [tf.constant(v, tf.float32) for v in (self.step_size, self.decay, self.diversity_prob)]
-        delta = nudge(x, mask, epsilon, self.norm, [batch.seed, 0])
+        delta, extra = start_off_clean(batch)  # a hair off the clean image where the goal needs it
         momentum = tf.zeros_like(x)
         best = empty_best(x)
         for i in range(self.steps):
@@ -180,5 +180,5 @@ class MIFGSM(PixelAttack):
         objective, margin = evaluate(x + delta, t)
         best = keep_best(best, delta, objective, margin < 0)
         b = int(x.shape[0])
-        extra = 2 if self.diversity_prob > 0 else 1
-        return BatchOutcome((x + best[0]).numpy(), np.full(b, self.steps), np.full(b, self.steps * extra + 1))
+        passes = 2 if self.diversity_prob > 0 else 1
+        return BatchOutcome((x + best[0]).numpy(), np.full(b, self.steps), self.steps * passes + 1 + extra)

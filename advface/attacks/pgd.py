@@ -3,8 +3,9 @@
 - FGSM (Goodfellow, Shlens, Szegedy, ICLR 2015): one step of size epsilon along the gradient's sign (L2:
   the normalised gradient).
 
-FGSM and BIM take their first gradient at ``epsilon / 1000`` from the clean image (see ``nudge``): at the
-clean image the distance to its own embedding is at its minimum and has no gradient.
+FGSM and BIM take their first gradient a hair off the clean image when the goal needs it (dodging or
+misidentifying a face against its own embedding, see ``pixel.start_off_clean``): there the distance is at
+its minimum and has no gradient.
 - BIM / I-FGSM (Kurakin, Goodfellow, Bengio, 2017): iterated small steps from the clean image, projected
   back into the epsilon ball after each.
 - PGD (Madry et al., ICLR 2018): BIM from a uniformly random start in the ball, with restarts; the
@@ -32,9 +33,9 @@ from advface.attacks.pixel import (
     in_box,
     keep_best,
     normalise,
-    nudge,
     project,
     random_start,
+    start_off_clean,
 )
 
 
@@ -116,13 +117,14 @@ class PGD(PixelAttack):
         step_size = tf.constant(self.step_size, tf.float32)
         b = int(x.shape[0])
         best = empty_best(x)
+        offset, extra = start_off_clean(batch) if not self.random_start else (None, 0)
         for restart in range(self.restarts):
-            # 1. Start at the clean image or uniformly in the ball.
+            # 1. Start uniformly in the ball, or at the clean image (a hair off it: start_off_clean).
             if self.random_start:
                 delta = random_start(tf.shape(x), epsilon, self.norm, [batch.seed, restart])
                 delta = in_box(x, delta * mask)
             else:
-                delta = nudge(x, mask, epsilon, self.norm, [batch.seed, restart])
+                delta = offset
             # 2. Steps, each reported.
             for _ in range(self.steps):
                 delta, best, objective, margin = step(x, delta, best, t, mask, epsilon, step_size)
@@ -132,7 +134,7 @@ class PGD(PixelAttack):
             best = keep_best(best, delta, objective, margin < 0)
         adversarial = (x + best[0]).numpy()
         steps = np.full(b, self.steps * self.restarts)
-        return BatchOutcome(adversarial, steps, steps + self.restarts)
+        return BatchOutcome(adversarial, steps, steps + self.restarts + extra)
 
 
 class BIM(PGD):
@@ -188,10 +190,11 @@ class FGSM(PGD):
         # The step itself, not the better of clean and stepped: FGSM returns its one step.
         x, t, mask = batch.images, batch.goal.tensors, batch.mask
         gradient = self._gradient_function(batch)
-        objective, margin, grad = gradient(x + nudge(x, mask, self.epsilon, self.norm, [batch.seed, 0]), t)
+        offset, extra = start_off_clean(batch)
+        objective, margin, grad = gradient(x + offset, t)
         batch.step(objective.numpy(), margin.numpy() < 0)
         delta = in_box(
             x, project(self.epsilon * normalise(-grad * mask, self.norm) * mask, self.epsilon, self.norm)
         )
         b = int(x.shape[0])
-        return BatchOutcome((x + delta).numpy(), np.ones(b, np.int64), np.ones(b, np.int64))
+        return BatchOutcome((x + delta).numpy(), np.ones(b, np.int64), 1 + extra)

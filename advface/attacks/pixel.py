@@ -298,9 +298,7 @@ class PixelAttack:
             delta = np.where(mask > 0, delta, 0.0).astype(np.float32)
         if self.epsilon is not None:
             delta = project(tf.constant(delta), self.epsilon, self.norm).numpy()
-        adversarial = np.clip(images + delta, 0.0, 1.0).astype(np.float32)
-        if mask is not None:
-            adversarial = np.where(mask > 0, adversarial, images)
+        adversarial = np.clip(images + delta, 0.0, 1.0).astype(np.float32)  # outside the mask: images
         delta = (adversarial - images).reshape(n, -1).astype(np.float64)
 
         # 4. A fresh forward pass, and one on the 8-bit images.
@@ -395,17 +393,8 @@ def check_range(name: str, value, low: float, high: float) -> None:
         raise AdvfaceError(f"`{name}` must be in [{low}, {high}]. Received: {name}={value!r}.")
 
 
-def nudge(x, mask, epsilon, norm: str, seed):
-    """A random offset of size ``epsilon / 1000`` to start "from the clean image".
-
-    Dodging a paired reference starts at the minimum of the distance, where its gradient is exactly zero
-    (the clean embedding is the reference); FGSM and BIM would never move. The nudge gives the gradient a
-    direction at a negligible cost to the budget.
-    """
-    return in_box(x, random_start(tf.shape(x), 1e-3 * epsilon, norm, seed) * mask)
-
-
 def empty_best(x):
+    """The best-so-far state ``(delta, objective, success)`` before any iterate: nothing, infinitely bad."""
     b = tf.shape(x)[0]
     return (tf.zeros_like(x), tf.fill([b], np.float32(np.inf)), tf.zeros([b], tf.bool))
 

@@ -197,6 +197,9 @@ def _check_config(out: Path, command: str, arguments: dict, seed: int) -> None:
 def _unique(paths: Sequence[str | Path]) -> list[Path]:
     from advface.images import list_images
 
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise AdvfaceError(f"No such file or folder: {', '.join(missing)}. Check the --images paths.")
     seen, out = set(), []
     for p in paths:
         p = Path(p)
@@ -349,29 +352,34 @@ def _summarise(rows: list[dict]) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class _Outcomes:
+    """A run folder's rows as the arrays :mod:`advface.attacks.metrics` flags read (``(N,)`` bool)."""
+
+    success: np.ndarray
+    success_8bit: np.ndarray
+    clean_success: np.ndarray
+
+
 def _flags(rows: list[dict]) -> list[str]:
-    """Warnings about the evaluation itself (in the spirit of AutoAttack's checks)."""
+    """Warnings about the evaluation itself (AutoAttack-style), with the photos they concern."""
+    from advface.attacks.metrics import flag_clean_success, flag_lost_after_rounding
+
     ok = [r for r in rows if r["status"] == "ok"]
-    flags = []
-    lost = [r["image"] for r in ok if r["success"] == "1" and r["success_8bit"] != "1"]
-    if lost:
-        flags.append(
-            f"success lost after 8-bit rounding on {len(lost)} image(s): saved PNGs would not fool the "
-            "model; raise epsilon or round inside the attack"
-        )
-    clean = [r["image"] for r in ok if r["clean_success"] == "1"]
-    if clean:
-        flags.append(
-            f"{len(clean)} image(s) met the goal before any attack: their success says nothing about the "
-            "attack; report the rate over the others too"
-        )
+    if not ok:
+        return []
+    outcomes = _Outcomes(
+        *(np.array([r[c] == "1" for r in ok]) for c in ("success", "success_8bit", "clean_success"))
+    )
+    flags = [flag(outcomes) for flag in (flag_lost_after_rounding, flag_clean_success)]
+    messages = [f"{f.message} Photos: {', '.join(ok[i]['image'] for i in f.images)}." for f in flags if f]
     still = [r["image"] for r in ok if float(r["linf"]) == 0.0 and r["success"] != "1"]
     if still:
-        flags.append(
-            f"{len(still)} image(s) did not move at all (zero perturbation): zero or masked gradients; try a "
-            "random start, another loss, or a black-box attack (square)"
+        messages.append(
+            f"{len(still)} photo(s) did not move at all (zero perturbation): zero or masked gradients; try a "
+            f"random start, another loss, or a black-box attack (square). Photos: {', '.join(still)}."
         )
-    return flags
+    return messages
 
 
 def _plot_scores(rows: list[dict], threshold: float | None, path: Path, title: str) -> None:
@@ -553,7 +561,7 @@ def _run(
         "seconds": round(time.perf_counter() - start, 1),  # this invocation's attacks (not earlier ones)
     }
     if sweep:
-        summary.update(_sweep_outputs(out, rows, epsilons))
+        summary.update(_sweep_outputs(out, rows, epsilons, attack.norm))
     else:
         summary["epsilon"] = epsilons[0]
         summary.update(_summarise(rows))
@@ -563,26 +571,38 @@ def _run(
     return PixelRun(out, summary)
 
 
-def _finite(x) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
-def _sweep_outputs(out: Path, rows: list[dict], epsilons: list[float]) -> dict:
+def _sweep_outputs(out: Path, rows: list[dict], epsilons: list[float], norm: str) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from advface.attacks.metrics import Curve, flag_non_monotone
+
+    # 1. The rows as a curve: (budgets, photos) arrays.
     ok = [r for r in rows if r["status"] == "ok"]
     images = sorted({r["image"] for r in ok})
-    grid = np.zeros((len(epsilons), len(images)), bool)
     column = {name: j for j, name in enumerate(images)}
+    shape = (len(epsilons), len(images))
+    grids = {name: np.zeros(shape) for name in ("success", "success_8bit", "score", norm)}
+    clean = np.zeros(len(images), bool)
     for r in ok:
-        e = int(np.argmin([abs(float(r["epsilon"]) - x) for x in epsilons]))
-        grid[e, column[r["image"]]] = r["success"] == "1"
-    rates = grid.mean(axis=1) if images else np.zeros(len(epsilons))
-    eps = np.array(epsilons)
-    minimal = np.where(grid.any(axis=0), eps[np.argmax(grid, axis=0)], np.inf) if images else np.array([])
+        e, j = int(np.argmin([abs(float(r["epsilon"]) - x) for x in epsilons])), column[r["image"]]
+        for name, grid in grids.items():
+            grid[e, j] = float(r[name])
+        clean[j] = r["clean_success"] == "1"
+    curve = Curve(
+        epsilons=np.array(epsilons),
+        success=grids["success"] > 0,
+        success_8bit=grids["success_8bit"] > 0,
+        clean_success=clean,
+        scores=grids["score"],
+        norms=grids[norm],
+        norm=norm,
+    )
+    rates = curve.success_rates() if images else np.zeros(len(epsilons))
+    minimal = curve.minimal_epsilons
+    # 2. Tables and the plot.
     (out / "curve.tsv").write_text(
         "epsilon\tepsilon_255\tsuccess_rate\n"
         + "".join(f"{e:.6g}\t{e * 255:.4g}\t{r:.6g}\n" for e, r in zip(epsilons, rates, strict=True))
@@ -591,7 +611,7 @@ def _sweep_outputs(out: Path, rows: list[dict], epsilons: list[float]) -> dict:
         "image\tminimal_epsilon\n" + "".join(f"{i}\t{m:.6g}\n" for i, m in zip(images, minimal, strict=True))
     )
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    ax.plot(eps * 255, rates, "o-")
+    ax.plot(np.array(epsilons) * 255, rates, "o-")
     ax.set_xlabel("epsilon (x 1/255)")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
@@ -599,14 +619,11 @@ def _sweep_outputs(out: Path, rows: list[dict], epsilons: list[float]) -> dict:
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=110)
     plt.close(fig)
-    flags = []
-    drops = np.diff(grid.sum(axis=1))
-    if (drops < -1).any():
-        flags.append("success fell by more than one image as epsilon grew: the attack is unreliable here")
-    finite = minimal[np.isfinite(minimal)]
+    flag = flag_non_monotone(curve)
+    median = float(np.median(minimal)) if len(minimal) else np.inf
     return {
         "epsilons": epsilons,
         "success_rates": rates.tolist(),
-        "median_minimal_epsilon": _finite(np.median(minimal)) if len(finite) else None,
-        "monotone_flags": flags,
+        "median_minimal_epsilon": median if np.isfinite(median) else None,
+        "monotone_flags": [flag.message] if flag else [],
     }

@@ -13,10 +13,13 @@ RUN    ?= runs/demo
 
 setup: $(STAMP)
 
-$(STAMP): setup.py
+$(STAMP): setup.py Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	# The offline face generator's weights. --no-deps: its declared dependencies (torch, torchvision,
+	# requests) are not needed, advface reads the weights file itself.
+	$(BIN)/python -m pip install --quiet --no-deps gan-face-generate==1.1.1
 	touch $@
 
 samples: $(SAMPLES)

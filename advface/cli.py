@@ -468,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_attack(command)
 
+    from advface.semantic.commands import add_parser as add_semantic
+
+    add_semantic(command)
+
     p = command("demo", "Run the offline demo of every workflow into one run folder")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
     p.add_argument("--samples", type=Path, help="folder of sample faces (default: data/samples)")

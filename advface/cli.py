@@ -27,11 +27,12 @@ EXAMPLES = {
     "zoo": """examples:
   advface zoo list
   advface zoo convert arcface-r50 ~/Downloads/ms1mv3_arcface_r50_fp16/backbone.pth
-  advface zoo convert vgg10 vgg_10.h5 --labels class-mapping_10.txt""",
+  advface zoo convert stylegan-ffhq karras2019stylegan-ffhq-1024x1024.pkl""",
     "zoo convert": """examples:
   advface zoo convert arcface-r50 ~/Downloads/ms1mv3_arcface_r50_fp16/backbone.pth
-  advface zoo convert facenet-vggface2 20180402-114759-vggface2.pt
-  advface zoo convert openface10 of10.h5 --labels class-mapping_10.txt   # agns-port Keras 2 file""",
+  advface zoo convert openface10 of10.h5 --labels class-mapping_10.txt   # agns-port Keras 2 file
+  advface zoo convert stylegan-ffhq karras2019stylegan-ffhq-1024x1024.pkl   # NVIDIA's pickle, md5 checked
+  advface zoo convert stylegan-ffhq stylegan_ffhq.pth                       # or InterFaceGAN's""",
     "train classifier": """examples:
   advface train classifier --data people/ --name my-people            # people/<name>/*.jpg
   advface train classifier --data pubfig_aligned/ --name pubfig10 --aligned --epochs 50
@@ -197,9 +198,10 @@ def _cmd_identify(args) -> int:
 
 
 def _cmd_zoo_list(args) -> int:
-    from advface.zoo import list_models
+    from advface.zoo import list_generators, list_models
 
     rows = list_models()
+    generators = list_generators()
     lines = []
     for r in rows:
         state = (
@@ -214,7 +216,21 @@ def _cmd_zoo_list(args) -> int:
             lines.append(f"  input {r['template']}; {r['distance']} distance, threshold {r['threshold']}")
         lines.append(f"  weights: {r['weights']}")
         lines.append(f"  licence: {r['licence']}")
-    _emit(args, rows, "\n".join(lines))
+    lines.append("")
+    lines.append("generators (advface.generators.load_generator):")
+    for r in generators:
+        state = (
+            "available" if r["available"] else "not converted yet" if r["convert_from"] else "NOT available"
+        )
+        lines.append(f"{r['name']}  [generator, {state}]")
+        lines.append(f"  {r['description']}")
+        lines.append(
+            f"  {r['latent_space']} in R^{r['latent_size']} -> {r['resolution']}x{r['resolution']} RGB"
+        )
+        lines.append(f"  trained on: {r['trained_on']}")
+        lines.append(f"  weights: {r['weights']}")
+        lines.append(f"  licence: {r['licence']}")
+    _emit(args, rows + generators, "\n".join(lines))
     return 0
 
 
@@ -224,7 +240,7 @@ def _read_labels(path: Path | None) -> list[str] | None:
         return None
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise AdvfaceError(f"Cannot read the labels file. Received: labels={str(path)!r} ({exc}).") from None
     mapping = [
         line.rsplit(":", 1) for line in lines if ":" in line and line.rsplit(":", 1)[1].strip().isdigit()
@@ -247,11 +263,16 @@ def _cmd_zoo_convert(args) -> int:
         "parameters": result.parameters,
         "reload_max_diff": result.reload_max_diff,
     }
+    use = (
+        f"advface.generators.load_generator({result.name!r})"
+        if result.kind == "generator"
+        else f"advface verify a.jpg b.jpg --model {result.name}"
+    )
     text = (
         f"converted {result.source.name} -> {result.path}\n"
         f"  {result.parameters:,} parameters; sha256 {result.sha256} (recorded in MODELS.md)\n"
         f"  reload check: max |difference| {result.reload_max_diff:.2e}\n"
-        f"  use it: advface verify a.jpg b.jpg --model {result.name}"
+        f"  use it: {use}"
     )
     _emit(args, payload, text)
     return 0
@@ -392,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = p.add_subparsers(dest="zoo_command", required=True, metavar="VERB")
     q = zoo.add_parser(
         "list",
-        help="list the models, their inputs, thresholds, weights and licences",
+        help="list the models and generators, their inputs, thresholds, weights and licences",
         epilog=EXAMPLES["zoo"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -400,14 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(run=_cmd_zoo_list)
     q = zoo.add_parser(
         "convert",
-        help="convert weights you downloaded (PyTorch .pth/.pt, agns-port Keras 2 .h5) into saved-models/",
+        help="convert weights you downloaded (PyTorch .pth/.pt, agns-port Keras 2 .h5, NVIDIA StyleGAN .pkl) "
+        "into saved-models/",
         description="Convert a foreign weights file, read safely (no code in it runs), into "
         "saved-models/NAME.weights.h5 and record its sha256 in saved-models/MODELS.md.",
         epilog=EXAMPLES["zoo convert"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     q.add_argument(
-        "name", help="zoo name (see `advface zoo list`), e.g. arcface-r50, facenet-vggface2, vgg10"
+        "name",
+        help="zoo name or generator (see `advface zoo list`), e.g. arcface-r50, facenet-vggface2, vgg10, "
+        "stylegan-ffhq",
     )
     q.add_argument("file", type=Path, help="the weights file you have")
     q.add_argument("--labels", type=Path, help="classifiers: class names, one per line (or name : index)")

@@ -414,6 +414,7 @@ class Conversion:
         parameters: the model's parameter count.
         reload_max_diff: largest output difference between the converted model and the saved file rebuilt
             through the zoo, on random inputs (a self-check; 0 expected).
+        kind: ``"face model"`` or ``"generator"`` (:mod:`advface.generators`).
     """
 
     name: str
@@ -423,6 +424,7 @@ class Conversion:
     source_sha256: str
     parameters: int
     reload_max_diff: float
+    kind: str = "face model"
 
 
 def convert_model(
@@ -431,16 +433,19 @@ def convert_model(
     """Convert a foreign weights file into ``saved-models/<name>.weights.h5`` and record it in MODELS.md.
 
     Args:
-        name: a zoo name with a converter (``advface zoo list`` marks them).
+        name: a zoo name with a converter, or a generator's (``advface zoo list`` marks them).
         source: the file users bring (see the entry's ``source``).
         labels: class names, for classifiers (index order).
         overwrite: replace existing weights.
     """
+    from advface.generators import GENERATORS
+
+    if name in GENERATORS:
+        return _convert_generator(name, source, labels=labels, overwrite=overwrite)
     spec = get_spec(name)
     if spec.convert is None:
-        convertible = [s.name for s in ZOO.values() if s.convert is not None]
         raise AdvfaceError(
-            f"{name} has no converter. Received: model={name!r}. Convertible: {', '.join(convertible)}."
+            f"{name} has no converter. Received: model={name!r}. Convertible: {', '.join(_convertible())}."
         )
     source = Path(source)
     if not source.is_file():
@@ -474,6 +479,61 @@ def convert_model(
     rebuilt = get_spec(name).build()
     diff = float(np.max(np.abs(rebuilt(probe, training=False) - model(probe, training=False))))
     return Conversion(name, target, digest, source, source_sha, int(model.count_params()), diff)
+
+
+def _convertible() -> list[str]:
+    from advface.generators import GENERATORS
+
+    return [s.name for s in (*ZOO.values(), *GENERATORS.values()) if s.convert is not None]
+
+
+def _convert_generator(name: str, source, *, labels, overwrite: bool) -> Conversion:
+    """A generator's conversion: its registry hook reads, builds, stores and self-checks (a Conversion)."""
+    from advface.generators import get_generator_spec
+
+    spec = get_generator_spec(name)
+    if spec.convert is None:
+        raise AdvfaceError(
+            f"{name} has no converter (its weights: {spec.weights}). Received: model={name!r}. "
+            f"Convertible: {', '.join(_convertible())}."
+        )
+    if labels is not None:
+        raise AdvfaceError(
+            f"{name} is a generator; labels are for classifiers. Received: {len(labels)} labels."
+        )
+    source = Path(source)
+    if not source.is_file():
+        raise WeightsError(f"File not found. Received: file={str(source)!r}. Expected {spec.source}.")
+    target = weights_file(name)
+    if target.exists() and not overwrite:
+        raise AdvfaceError(f"{target} exists. Pass --overwrite to replace it.")
+    return spec.convert(source, overwrite=overwrite)
+
+
+def list_generators() -> list[dict]:
+    """One row per generator (:mod:`advface.generators`), in the shape of :func:`list_models`'s rows where
+    they share a meaning (name, kind ``"generator"``, description, weights, licence, available,
+    convert_from), plus resolution, latent size and space, training data and shipped directions. Builds
+    nothing."""
+    from advface.generators import GENERATORS
+
+    return [
+        {
+            "name": spec.name,
+            "kind": "generator",
+            "description": spec.description,
+            "resolution": spec.resolution,
+            "latent_size": spec.latent_size,
+            "latent_space": spec.latent_space,
+            "trained_on": spec.trained_on,
+            "weights": spec.weights,
+            "licence": spec.licence,
+            "available": bool(spec.available()),
+            "convert_from": spec.source or None,
+            "directions": spec.directions or None,
+        }
+        for spec in GENERATORS.values()
+    ]
 
 
 def list_models() -> list[dict]:

@@ -97,12 +97,16 @@ class LatentGenerator:
         return np.concatenate(out) if out else np.zeros((0, self.resolution, self.resolution, 3), np.float32)
 
     def check_latents(self, latents) -> np.ndarray:
-        """Latents as float32 ``(N, latent_size)``, or a one-line error that says what was expected."""
+        """Latents as float32 ``(N, latent_size)`` (or per-layer ``(N, num_layers, latent_size)`` for a
+        generator with style layers), or a one-line error that says what was expected."""
         array = np.asarray(latents, dtype=np.float32)
-        if array.ndim != 2 or array.shape[1] != self.latent_size:
+        layers = getattr(self, "num_layers", None)
+        per_layer = layers is not None and array.ndim == 3 and array.shape[1] == layers
+        if not (array.ndim == 2 or per_layer) or array.shape[-1] != self.latent_size:
+            extra = f" or (N, {layers}, {self.latent_size})" if layers else ""
             raise AdvfaceError(
-                f"{self.name} takes {self.latent_space} latents of shape (N, {self.latent_size}). Received: "
-                f"latents.shape={array.shape}. Draw them with generator.sample(n, seed)."
+                f"{self.name} takes {self.latent_space} latents of shape (N, {self.latent_size}){extra}. "
+                f"Received: latents.shape={array.shape}. Draw them with generator.sample(n, seed)."
             )
         if not np.all(np.isfinite(array)):
             raise AdvfaceError(f"{self.name}: latents contain NaN or infinity. Received: latents with NaN.")

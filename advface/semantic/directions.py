@@ -117,7 +117,8 @@ def load_directions(source) -> Directions:
             known = sorted(p.name for p in DATA.iterdir() if (p / "directions.json").is_file())
             raise AdvfaceError(
                 f"No directions found. Received: directions={str(source)!r}. Give a folder with "
-                f"directions.json (written by `advface semantic directions`) or one of these generators: {', '.join(known)}."
+                "directions.json (written by `advface semantic directions`) or one of these generators: "
+                f"{', '.join(known)}."
             )
         folder = shipped
     try:

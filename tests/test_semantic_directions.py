@@ -10,15 +10,10 @@ import pytest
 
 from advface.cli import main
 from advface.errors import AdvfaceError
-from advface.generators.dcgan import digiface_available
 from advface.images import load_image
 from advface.semantic import scorers
 from advface.semantic.directions import Directions, fit_boundary, load_directions
 from advface.semantic.scorers import head_pose, measure_faces
-
-needs_digiface = pytest.mark.skipif(
-    not digiface_available(), reason="gan-face-generate is installed by setup"
-)
 
 
 def _project(yaw_deg: float, pitch_deg: float, size: float = 256.0) -> np.ndarray:
@@ -122,7 +117,6 @@ def test_directions_round_trip_and_errors(tmp_path):
         load_directions(tmp_path / "d")
 
 
-@needs_digiface
 def test_shipped_yaw_direction_turns_the_head_monotonically():
     """Issue 6's bar: along the learned yaw direction the measured yaw changes monotonically."""
     from advface.generators import GENERATORS, load_generator
@@ -141,7 +135,6 @@ def test_shipped_yaw_direction_turns_the_head_monotonically():
     assert np.nanmedian(check.measured[:, -1] - check.measured[:, 0]) > 30
 
 
-@needs_digiface
 def test_directions_command_learns_resumes_and_draws(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["semantic", "directions", "--num-samples", "600", "--batch-size", "200", "--attributes", "yaw"]
@@ -162,7 +155,6 @@ def test_directions_command_learns_resumes_and_draws(tmp_path, capsys):
     assert "other arguments" in capsys.readouterr().err
 
 
-@needs_digiface
 def test_sample_command_writes_a_grid(tmp_path):
     assert main(["semantic", "sample", "-n", "5", "--seed", "3", "--out", str(tmp_path / "g.png")]) == 0
     grid = load_image(tmp_path / "g.png")

@@ -161,15 +161,14 @@ def learn_directions(
     # 2. Render and score, chunk by chunk; chunks already in scores.tsv are skipped.
     for step, start in enumerate(chunks, 1):
         index = range(start, min(start + batch_size, num_samples))
-        if all(str(i) in table.done for i in index):
-            continue
         todo = [i for i in index if str(i) not in table.done]
-        measured = measure_faces(generator.images(latents[todo]), box=box)
-        for k, i in enumerate(todo):
-            row = {"index": i, "found": int(measured.found[k])}
-            row.update({a: float(measured.scores[a][k]) for a in ATTRIBUTES})
-            table.add(row)
-        report(progress, step, total, "score", faces=int(measured.found.sum()))
+        if todo:
+            measured = measure_faces(generator.images(latents[todo]), box=box)
+            for k, i in enumerate(todo):
+                row = {"index": i, "found": int(measured.found[k])}
+                row.update({a: float(measured.scores[a][k]) for a in ATTRIBUTES})
+                table.add(row)
+        report(progress, step, total, "score", scored=len(todo))
     scores = _read_scores(table, num_samples)
 
     # 3. One SVM per attribute.

@@ -157,6 +157,16 @@ class FaceAligner:
             faces.append(Face(box=box, landmarks=points, score=float(score)))
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
+    def face_in_box(self, image: np.ndarray, box: tuple[float, float, float, float]) -> Face:
+        """Landmarks of the face known to fill ``box`` = ``(left, top, right, bottom)`` pixels of one
+        ``(H, W, 3)`` image, without detection (for generated faces, which are centred crops). Its
+        ``score`` is NaN: nothing was detected."""
+        image = check_images(np.asarray(image)[None], name="image")[0]
+        dlib, _, predict = self._dlib
+        rect = dlib.rectangle(*(int(round(v)) for v in box))
+        points = np.array([(p.x, p.y) for p in predict(to_uint8(image), rect).parts()], dtype=np.float32)
+        return Face(box=tuple(float(v) for v in box), landmarks=points, score=float("nan"))
+
     def _chip_details(self, face: Face, template: Template):
         dlib = self._dlib[0]
         points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in face.landmarks])

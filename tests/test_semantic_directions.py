@@ -150,6 +150,10 @@ def test_directions_command_learns_resumes_and_draws(tmp_path, capsys):
     rows = (out / "scores.tsv").read_text().splitlines()[1:]
     assert len(rows) == 600 and len({r.split("\t")[0] for r in rows}) == 600
     np.testing.assert_array_equal(np.load(out / "directions" / "yaw.npy"), first)
+    # Bad arguments are refused before any work, leaving no run folder behind.
+    assert main([*args, "--ratio", "0.9", "--out", str(tmp_path / "bad")]) == 2
+    assert main([*args, "--batch-size", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists() and "Received: ratio=0.9" in capsys.readouterr().err
     # Other arguments in the same folder are refused.
     assert main([*args[:-1], "pitch", "--out", str(out)]) == 2
     assert "other arguments" in capsys.readouterr().err

@@ -64,6 +64,7 @@ def _specs() -> list[GeneratorSpec]:
             build=_lazy("generators.dcgan:digiface_dcgan"),
             available=_available("generators.dcgan:digiface_available"),
             directions="data/directions/digiface-dcgan",
+            install="pip install --no-deps gan-face-generate==1.1.1",
             # The mean dlib HOG box over 200 samples (seed 1): its faces are aligned crops.
             face_box=(0.13, 0.25, 0.86, 0.98),
         ),
@@ -110,6 +111,10 @@ def load_generator(name: str = "digiface-dcgan") -> LatentGenerator:
     """Build (once per process) and return the generator ``name``."""
     spec = get_generator_spec(name)
     if not spec.available():
-        how = f"`advface zoo convert {name} FILE` ({spec.source})" if spec.convert else "`make setup`"
+        how = (
+            f"`advface zoo convert {name} FILE` ({spec.source})"
+            if spec.convert
+            else f"`{spec.install}` (or `make setup`)"
+        )
         raise WeightsError(f"No weights for the generator {name} here ({spec.weights}). Get them with {how}.")
     return spec.build()

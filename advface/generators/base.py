@@ -82,7 +82,7 @@ class LatentGenerator:
             return z
         return np.concatenate([self.map(z[i : i + batch_size]).numpy() for i in range(0, n, batch_size)])
 
-    def synthesize(self, latents, *, training: bool = False) -> tf.Tensor:  # noqa: F821
+    def synthesize(self, latents) -> tf.Tensor:  # noqa: F821
         """Render latents: ``(N, latent_size)`` float32 -> images float32 ``(N, R, R, 3)`` in ``[0, 1]``.
 
         Differentiable with respect to ``latents`` (use it inside ``tf.GradientTape``).
@@ -137,6 +137,7 @@ class GeneratorSpec:
         convert: reads a foreign weights file (``advface zoo convert NAME FILE``), or None.
         source: the foreign file ``convert`` reads.
         directions: the attribute directions shipped for it (a folder under ``data/directions``), or "".
+        install: the command that installs its weights, for generators that come in a package.
         face_box: where its faces sit, as fractions ``(left, top, right, bottom)`` of the image in dlib's
             box convention (brows to chin), for generators of centred face crops; None: detect faces.
     """
@@ -155,6 +156,7 @@ class GeneratorSpec:
     source: str = ""
     directions: str = ""
     face_box: tuple[float, float, float, float] | None = None
+    install: str = ""
 
 
 def _check_count(n) -> None:

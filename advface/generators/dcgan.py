@@ -31,9 +31,9 @@ class DCGANGenerator(LatentGenerator):
         self.resolution = int(model.output_shape[1])
         self._render = tf.function(lambda z: self.model(z, training=False), reduce_retracing=True)
 
-    def synthesize(self, latents, *, training: bool = False) -> tf.Tensor:
+    def synthesize(self, latents) -> tf.Tensor:
         z = tf.convert_to_tensor(latents, tf.float32)
-        out = self.model(z, training=training) if training else self._render(z)
+        out = self._render(z)
         return tf.clip_by_value((out + 1.0) * 0.5, 0.0, 1.0)
 
 

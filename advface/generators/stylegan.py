@@ -66,7 +66,7 @@ class StyleGANGenerator(LatentGenerator):
             )
         return self.model.map(z)
 
-    def synthesize(self, latents, *, training: bool = False) -> tf.Tensor:
+    def synthesize(self, latents) -> tf.Tensor:
         """Render w: images float32 ``(N, R, R, 3)`` in ``[0, 1]``, ``clip((x + 1) / 2, 0, 1)``.
 
         The truncation trick (:attr:`truncation`) is applied first, then the network renders with its
@@ -76,7 +76,6 @@ class StyleGANGenerator(LatentGenerator):
         Args:
             latents: w ``(N, latent_size)``, or per-layer w+ ``(N, num_layers, latent_size)`` (the
                 truncation then applies to each layer's own w).
-            training: unused (the generator has no training-time behaviour).
         """
         w = tf.convert_to_tensor(latents, tf.float32)
         d, L = self.latent_size, self.num_layers

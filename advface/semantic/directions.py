@@ -114,7 +114,7 @@ def load_directions(source) -> Directions:
     if not (folder / "directions.json").is_file():
         shipped = DATA / str(source)
         if not (shipped / "directions.json").is_file():
-            known = sorted(p.name for p in DATA.iterdir() if (p / "directions.json").is_file())
+            known = sorted(p.name for p in DATA.glob("*") if (p / "directions.json").is_file())
             raise AdvfaceError(
                 f"No directions found. Received: directions={str(source)!r}. Give a folder with "
                 "directions.json (written by `advface semantic directions`) or one of these generators: "
@@ -165,7 +165,8 @@ class Boundary:
         normal: ``(latent_size,)`` unit vector pointing towards high scores.
         validation_accuracy: accuracy on the held-out share of the chosen extreme samples.
         training_accuracy: accuracy on the samples it was fitted on.
-        remaining_accuracy: accuracy on all the other (middle) samples, labelled by the median score.
+        remaining_accuracy: accuracy on all the other (middle) samples, labelled by the midpoint of the
+            highest and lowest score (as InterFaceGAN).
         positives, negatives: samples per class; ``train``/``validation``: per split, both classes.
     """
 
@@ -223,9 +224,10 @@ def fit_boundary(
     classifier.fit(latents[train], labels[train])
     normal = classifier.coef_.reshape(-1)
     normal = normal / np.linalg.norm(normal)
-    median = np.median(scores)
+    # InterFaceGAN labels the middle samples by the midpoint of the extreme scores.
+    midpoint = (scores.max() + scores.min()) / 2
     remaining_accuracy = (
-        float(np.mean(classifier.predict(latents[remaining]) == (scores[remaining] > median)))
+        float(np.mean(classifier.predict(latents[remaining]) == (scores[remaining] >= midpoint)))
         if len(remaining)
         else float("nan")
     )

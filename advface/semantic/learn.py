@@ -133,6 +133,17 @@ def learn_directions(
         )
     if not isinstance(num_samples, int) or num_samples < 20:
         raise AdvfaceError(f"`num_samples` must be an integer >= 20. Received: num_samples={num_samples!r}.")
+    if not 0 < ratio <= 0.5:
+        raise AdvfaceError(
+            f"`ratio` (share of samples per SVM class) must be in (0, 0.5]. Received: ratio={ratio}."
+        )
+    if int(num_samples * ratio) < 5:
+        raise AdvfaceError(
+            f"{num_samples} samples at ratio {ratio} give fewer than 5 samples per SVM class. Received: "
+            f"num_samples={num_samples}, ratio={ratio}. Use more samples or a larger ratio."
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise AdvfaceError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}.")
     if box == "auto":
         try:
             box = get_generator_spec(generator.name).face_box

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from advface.errors import AdvfaceError
-from advface.images import check_images, to_uint8
+from advface.images import check_images
 
 ATTRIBUTES = ("yaw", "pitch", "smile", "mouth", "eyes", "size", "brightness")
 UNITS = {
@@ -77,13 +77,10 @@ class FaceMeasurements:
 
 
 @functools.cache
-def _dlib_models():
-    import dlib
+def _aligner(upsample: int):
+    from advface.alignment import FaceAligner
 
-    from advface.assets import dlib_model_path
-
-    predictor = dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
-    return dlib, dlib.get_frontal_face_detector(), predictor
+    return FaceAligner(detector="hog", landmarks=68, upsample=upsample)
 
 
 def head_pose(points: np.ndarray, size: float) -> tuple[float, float]:
@@ -158,37 +155,37 @@ def measure_faces(images, *, box: tuple[float, float, float, float] | None = Non
             convention: brows to chin), or None to detect it (dlib HOG; frontal faces only).
 
     Returns:
-        :class:`FaceMeasurements` in the input image's pixel coordinates.
+        :class:`FaceMeasurements` in the input image's pixel coordinates. With a ``box`` every image counts
+        as found: the landmarks are fitted in the box whatever it holds.
     """
     images = check_images(images, name="images")
     if box is not None and not (len(box) == 4 and 0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
         raise AdvfaceError(
             f"`box` is (left, top, right, bottom) as fractions of the image. Received: box={box!r}."
         )
-    dlib, detect, predict = _dlib_models()
     n, height, width = images.shape[:3]
     landmarks = np.full((n, 68, 2), np.nan)
     scores = {name: np.full(n, np.nan) for name in ATTRIBUTES}
     # Small (generated) images are upsampled to a shorter side of WORK_SIZE; larger ones are used as they are.
     zoom = max(1.0, WORK_SIZE / min(height, width))
     work = (int(round(width * zoom)), int(round(height * zoom)))
+    aligner = _aligner(0 if zoom > 1 else 1)
     for i, image in enumerate(images):
         # 1. Upsample to the size the landmark model works at.
         big = image if zoom == 1.0 else cv2.resize(image, work, interpolation=cv2.INTER_CUBIC).clip(0, 1)
-        pixels = to_uint8(big)
-        # 2. Place the face: the given box, or the largest detection.
+        # 2. The face: in the given box (no detection), or the largest one advface's aligner finds.
         if box is not None:
-            rect = dlib.rectangle(
-                *(int(round(v * size)) for v, size in zip(box, (*work, *work), strict=True))
+            face = aligner.face_in_box(
+                big, tuple(v * size for v, size in zip(box, (*work, *work), strict=True))
             )
         else:
-            found = detect(pixels, 0 if zoom > 1 else 1)
+            found = aligner.detect(big)
             if not found:
                 continue
-            rect = max(found, key=lambda r: r.area())
-        # 3. Landmarks and the measurements (on the working image: every measure is a ratio or an angle).
-        points = np.array([(p.x, p.y) for p in predict(pixels, rect).parts()], dtype=np.float64)
-        for name, value in _scores(points, pixels.astype(np.float32) / 255.0).items():
+            face = found[0]
+        # 3. The measurements (on the working image: every measure is a ratio or an angle).
+        points = face.landmarks.astype(np.float64)
+        for name, value in _scores(points, np.clip(np.round(big * 255) / 255, 0, 1)).items():
             scores[name][i] = value
         landmarks[i] = points / zoom
     return FaceMeasurements(scores=scores, landmarks=landmarks, found=~np.isnan(landmarks[:, 0, 0]))

@@ -22,10 +22,13 @@ into ``saved-models/`` and :func:`convert_stylegan_ffhq` is the ``stylegan-ffhq`
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import math
+import os
 import pickle
 import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,9 +77,82 @@ class OfficialStyleGAN:
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. NVIDIA's pickle, read by a restricted unpickler.
+#
+# The file decides what the unpickler builds, so beyond naming only our own functions and classes the
+# reader bounds what a small file can cost: error messages describe values with a bounded repr, settings
+# are walked with a value budget, arrays may not claim more bytes than the file could hold, and nothing the
+# unpickler hands out for a GLOBAL (shared by every file the process reads) can be changed by BUILD.
 
 
-class _Network:
+class _ShortRepr(reprlib.Repr):
+    """``reprlib`` for unpickled values in error messages: bounded work and text whatever they hold.
+
+    ``str(value)[:n]`` builds the whole text first, which for a memoised chain ``x = [x, x]`` forty deep
+    (a few hundred bytes of pickle) never ends. Objects other than plain data show as their type name.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel = 3
+        self.maxtuple = self.maxlist = self.maxdict = 4
+        self.maxstring = 40
+
+    def repr1(self, x, level):
+        if isinstance(x, dict):
+            return self.repr_dict(x, level)
+        if isinstance(x, list):
+            return self.repr_list(x, level)
+        if isinstance(x, tuple):
+            return self.repr_tuple(x, level)
+        if isinstance(x, str):
+            return self.repr_str(x, level)
+        if isinstance(x, bytes):
+            return repr(x[: self.maxstring]) + ("..." if len(x) > self.maxstring else "")
+        if x is None or isinstance(x, bool | float) or (isinstance(x, int) and x.bit_length() <= 64):
+            return repr(x)
+        if isinstance(x, int):
+            return f"<int of {x.bit_length()} bits>"
+        return f"<{type(x).__name__}>"
+
+
+_short = _ShortRepr().repr
+
+
+def _build_on_global(state) -> WeightsError:
+    return WeightsError(
+        "Malformed StyleGAN pickle: BUILD on a global (the file tries to change the reader's own functions "
+        f"or classes, with state {_short(state)}; nothing was executed). Use NVIDIA's original {FFHQ_PICKLE}."
+    )
+
+
+class _Frozen:
+    """Base of what a GLOBAL resolves to other than a class: no instance state, and BUILD refused."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        raise _build_on_global(state)
+
+
+def _frozen(func):
+    """``func`` as the unpickler hands it out: a stateless callable that the file cannot change."""
+    return type(func.__name__, (_Frozen,), {"__slots__": (), "__call__": staticmethod(func)})()
+
+
+class _FrozenClass(type):
+    """Metaclass of the classes a GLOBAL resolves to (NEWOBJ needs real classes): BUILD on the class itself
+    is refused. A data descriptor on the metaclass wins only for look-ups on the class, so the instances'
+    own ``__setstate__`` still receives their pickled state."""
+
+    @property
+    def __setstate__(cls):
+        def refuse(state):
+            raise _build_on_global(state)
+
+        return refuse
+
+
+class _Network(metaclass=_FrozenClass):
     """Stands in for ``dnnlib.tflib.network.Network``: records the pickled state and does nothing else.
 
     The real class ``exec``s ``state["build_module_src"]`` when unpickled; this one never looks at it.
@@ -96,8 +172,18 @@ class _Network:
     def get(self, key, default=None):
         return getattr(self, "state", {}).get(key, default)
 
+    def text(self, key: str) -> str | None:
+        """The state's ``key`` if it is a string (None when absent); anything else is a malformed file."""
+        value = self.get(key)
+        if value is not None and type(value) is not str:
+            raise WeightsError(
+                f"Malformed StyleGAN pickle: a Network's {key} should be a string. Received: a "
+                f"{type(value).__name__}. Use NVIDIA's original {FFHQ_PICKLE}."
+            )
+        return value
 
-class _PlainDict(dict):
+
+class _PlainDict(dict, metaclass=_FrozenClass):
     """``dnnlib.util.EasyDict`` and ``collections.OrderedDict``, read as a plain dict."""
 
     def __setstate__(self, state):
@@ -105,44 +191,70 @@ class _PlainDict(dict):
             raise WeightsError("Malformed StyleGAN pickle: a dict with attribute state.")
 
 
-class _NDArrayClass:
+class _NDArrayMarker(_Frozen):
     """What the pickle's ``numpy.ndarray`` global resolves to: only a marker for :func:`_reconstruct`."""
 
+    __slots__ = ()
 
-_NDARRAY = _NDArrayClass()
+
+_NDARRAY = _NDArrayMarker()
 
 # Plain numeric dtypes (numpy's pickled spelling); object, string, void and structured dtypes are refused.
 _DTYPES = frozenset(["b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8"])
 
 
-def _unsafe_dtype(spec) -> UnsafePickleError:
+def _unsafe_dtype(description: str) -> UnsafePickleError:
     return UnsafePickleError(
-        f"Refusing a StyleGAN pickle with an array of dtype {str(spec)[:40]!r}: advface reads only plain "
+        f"Refusing a StyleGAN pickle with an array of dtype {description}: advface reads only plain "
         f"numeric arrays ({', '.join(sorted(_DTYPES))}); nothing in the file was executed. Use NVIDIA's "
         f"original {FFHQ_PICKLE}."
     )
 
 
-class _Dtype:
+class _Dtype(metaclass=_FrozenClass):
     """A pickled ``numpy.dtype``, validated: a plain numeric type and a byte order, nothing else."""
 
     def __init__(self, spec, align=False, copy=True):
         if not isinstance(spec, str) or spec not in _DTYPES:
-            raise _unsafe_dtype(spec)
+            raise _unsafe_dtype(_short(spec))
         self.spec = spec
         self.dtype = np.dtype(spec)
 
     def __setstate__(self, state):
         # (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata])
         if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)):
-            raise WeightsError(f"Malformed dtype in StyleGAN pickle: state {str(state)[:80]}.")
+            raise WeightsError(f"Malformed dtype in StyleGAN pickle: state {_short(state)}.")
         _, order, subarray, names, fields, elsize, alignment, flags = state[:8]
         metadata = state[8] if len(state) == 9 else None
         if order not in ("<", ">", "|", "=") or (subarray, names, fields, metadata) != (None,) * 4:
-            raise _unsafe_dtype(f"{self.spec} {state}")
+            raise _unsafe_dtype(f"{self.spec} with state {_short(state)}")
         if (elsize, alignment, flags) != (-1, -1, 0):
-            raise _unsafe_dtype(f"{self.spec} {state}")
+            raise _unsafe_dtype(f"{self.spec} with state {_short(state)}")
         self.dtype = np.dtype(self.spec if order == "|" else order + self.spec)
+
+
+class _ByteBudget:
+    """What one file's arrays may materialise: twice the file's size and 1 MiB.
+
+    A memoised ``bytes`` costs a file a few bytes for each array that refers to it, so without a bound a
+    6 MB file claims gigabytes; each array's claim is checked before its memory is allocated.
+    """
+
+    def __init__(self, name: str, size: int):
+        self.name, self.size, self.used = name, size, 0
+
+    def spend(self, nbytes: int, what: str) -> None:
+        self.used += nbytes
+        if self.used > 2 * self.size + (1 << 20):
+            raise WeightsError(
+                f"{self.name}: the file's {what} claim at least {self.used:,} bytes but the file has only "
+                f"{self.size:,} bytes: malformed or malicious (many of them share one buffer). Nothing was "
+                f"executed; use NVIDIA's original {FFHQ_PICKLE}."
+            )
+
+
+_BYTES: contextvars.ContextVar[_ByteBudget] = contextvars.ContextVar("stylegan_pickle_bytes")
+_MAX_DIMS = 32
 
 
 def _from_bytes(data, dtype: _Dtype, shape: tuple, fortran: bool = False) -> np.ndarray:
@@ -150,20 +262,26 @@ def _from_bytes(data, dtype: _Dtype, shape: tuple, fortran: bool = False) -> np.
     if not isinstance(dtype, _Dtype):
         raise WeightsError("Malformed StyleGAN pickle: an array without a numpy dtype.")
     if isinstance(data, list | tuple):  # how numpy pickles object arrays
-        raise _unsafe_dtype("object")
+        raise _unsafe_dtype("'object'")
     if not isinstance(data, bytes | bytearray):
         raise WeightsError(f"Malformed StyleGAN pickle: array data of type {type(data).__name__}.")
-    if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
-        raise WeightsError(f"Malformed StyleGAN pickle: array shape {str(shape)[:80]}.")
+    if not (
+        isinstance(shape, tuple)
+        and len(shape) <= _MAX_DIMS
+        and all(type(n) is int and 0 <= n <= 1 << 48 for n in shape)
+    ):
+        raise WeightsError(f"Malformed StyleGAN pickle: array shape {_short(shape)}.")
     expected = math.prod(shape) * dtype.dtype.itemsize
     if len(data) != expected:
         raise WeightsError(
             f"Malformed StyleGAN pickle: an array of shape {shape} and dtype {dtype.dtype} needs {expected} "
             f"bytes but holds {len(data)}. The file is corrupt; download it again."
         )
+    _BYTES.get().spend(expected, "arrays")  # before the copy below allocates it
     flat = np.frombuffer(data, dtype=dtype.dtype)
     array = flat.reshape(shape, order="F" if fortran else "C")
-    return np.array(array, dtype=dtype.dtype.newbyteorder("="), order="C")  # a copy; keeps 0-d arrays 0-d
+    # The one copy: arrays that own their memory, native order, C layout (keeps 0-d arrays 0-d).
+    return np.array(array, dtype=dtype.dtype.newbyteorder("="), order="C")
 
 
 class _Array:
@@ -175,7 +293,7 @@ class _Array:
         if isinstance(state, tuple) and len(state) == 5 and state[0] == 1:
             state = state[1:]
         if not (isinstance(state, tuple) and len(state) == 4):
-            raise WeightsError(f"Malformed array in StyleGAN pickle: state {str(state)[:60]}.")
+            raise WeightsError(f"Malformed array in StyleGAN pickle: state {_short(state)}.")
         shape, dtype, fortran, data = state
         self.array = _from_bytes(data, dtype, shape, bool(fortran))
 
@@ -195,11 +313,16 @@ def _encode(text, encoding="utf-8"):
     """``_codecs.encode``, which protocol-2 pickles use for bytes; only the latin-1 form they write."""
     if not isinstance(text, str) or encoding != "latin1":
         raise UnsafePickleError("Refusing a StyleGAN pickle that calls _codecs.encode other than for bytes.")
+    _BYTES.get().spend(len(text), "byte strings")
     return text.encode("latin1")
 
 
 class _OfficialUnpickler(pickle.Unpickler):
-    """Resolves only what NVIDIA's (G, D, Gs) pickle needs, each to our own inert function or class."""
+    """Resolves only what NVIDIA's (G, D, Gs) pickle needs, each to our own inert function or class.
+
+    Every value here is shared by all the files this process reads, and none can be changed by a file:
+    the functions are :class:`_Frozen` instances and the classes are :class:`_FrozenClass` ones.
+    """
 
     SAFE = {
         ("dnnlib.tflib.network", "Network"): _Network,
@@ -209,11 +332,11 @@ class _OfficialUnpickler(pickle.Unpickler):
         ("collections", "OrderedDict"): _PlainDict,
         ("numpy", "ndarray"): _NDARRAY,
         ("numpy", "dtype"): _Dtype,
-        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy.core.multiarray", "scalar"): _scalar,
-        ("numpy._core.multiarray", "scalar"): _scalar,
-        ("_codecs", "encode"): _encode,
+        ("numpy.core.multiarray", "_reconstruct"): _frozen(_reconstruct),
+        ("numpy._core.multiarray", "_reconstruct"): _frozen(_reconstruct),
+        ("numpy.core.multiarray", "scalar"): _frozen(_scalar),
+        ("numpy._core.multiarray", "scalar"): _frozen(_scalar),
+        ("_codecs", "encode"): _frozen(_encode),
     }
 
     def __init__(self, file, path: Path):
@@ -234,24 +357,68 @@ class _OfficialUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         raise UnsafePickleError(
-            f"Refusing to load {self._path.name}: it holds a persistent reference {str(pid)[:60]!r}, which "
+            f"Refusing to load {self._path.name}: it holds a persistent reference {_short(pid)}, which "
             f"NVIDIA's StyleGAN pickles do not (nothing was executed). Use the original {FFHQ_PICKLE}."
         )
 
 
-def _plain(obj):
-    """Unpickled values as plain Python: dicts, lists, tuples, numbers, strings and arrays."""
-    if isinstance(obj, _Array):
-        if not hasattr(obj, "array"):
-            raise WeightsError("Malformed StyleGAN pickle: an array whose data never came.")
-        return obj.array
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_plain(v) for v in obj)
-    if isinstance(obj, _Network | _Dtype | _NDArrayClass):
-        raise WeightsError(f"Malformed StyleGAN pickle: a {type(obj).__name__.strip('_')} inside settings.")
-    return obj
+_MAX_VALUES = 100_000  # in one settings dict or variable list; FFHQ's largest (synthesis) holds ~400
+_MAX_DEPTH = 64
+_LEAVES = (int, float, bool, str, bytes)
+
+
+def _kind(value) -> str:
+    return "global" if isinstance(value, type | _Frozen) else type(value).__name__.strip("_")
+
+
+def _plain(obj, what: str):
+    """The unpickled ``what`` as plain Python: dicts, lists and tuples of numbers, strings, bytes, None and
+    arrays. Anything else (a Network, a dtype, one of the reader's globals) is a malformed file.
+
+    Every reference is walked and counted, up to ``_MAX_VALUES``: a value the pickle stores once and refers
+    to many times (``x = [x, x]`` forty deep: a few hundred bytes, 2**40 values unfolded) is refused after
+    that many steps instead of being copied without end, and the result is a tree that whatever comes next
+    (json, repr, ==) walks in bounded time.
+    """
+    count = 0
+
+    def walk(value, depth: int):
+        nonlocal count
+        count += 1
+        if count > _MAX_VALUES:
+            raise WeightsError(
+                f"Malformed StyleGAN pickle: {what} hold more than {_MAX_VALUES:,} values (NVIDIA's hold a "
+                "few hundred; a value the file refers to many times counts each time). Use NVIDIA's "
+                f"original {FFHQ_PICKLE}."
+            )
+        if depth > _MAX_DEPTH:
+            raise WeightsError(
+                f"Malformed StyleGAN pickle: {what} nest deeper than {_MAX_DEPTH} levels. Use NVIDIA's "
+                f"original {FFHQ_PICKLE}."
+            )
+        if value is None or type(value) in _LEAVES or type(value) is np.ndarray:
+            return value
+        if type(value) is _Array:
+            if not hasattr(value, "array"):
+                raise WeightsError("Malformed StyleGAN pickle: an array whose data never came.")
+            return value.array
+        if type(value) in (dict, _PlainDict):
+            out = {}
+            for key, item in value.items():
+                if not (key is None or type(key) in _LEAVES):
+                    raise WeightsError(
+                        f"Malformed StyleGAN pickle: {what} have a key that is a {_kind(key)}, not a string."
+                    )
+                out[key] = walk(item, depth + 1)
+            return out
+        if type(value) in (list, tuple):
+            return type(value)(walk(item, depth + 1) for item in value)
+        raise WeightsError(
+            f"Malformed StyleGAN pickle: {what} hold a {_kind(value)}, not a plain value (numbers, strings, "
+            f"arrays, and lists, tuples and dicts of them). Use NVIDIA's original {FFHQ_PICKLE}."
+        )
+
+    return walk(obj, 0)
 
 
 def _sniff(path: Path) -> str:
@@ -291,13 +458,13 @@ _KNOWN_NETWORKS = {
 
 
 def _describe(net: _Network) -> str:
-    func = net.get("build_func_name")
+    func = net.text("build_func_name")
     what = _KNOWN_NETWORKS.get(func, "an unknown network")
-    return f"{what} (network {net.get('name')!r}, build function {func!r})"
+    return f"{what} (network {_short(net.text('name'))}, build function {_short(func)})"
 
 
 def _variables(net: _Network, where: str, path: Path) -> dict[str, np.ndarray]:
-    variables = _plain(net.get("variables"))
+    variables = _plain(net.get("variables"), f"the variables of {where}")
     if not isinstance(variables, list | tuple):
         raise WeightsError(f"{path.name}: the network {where} has no variables list; the file is corrupt.")
     out = {}
@@ -328,7 +495,9 @@ def read_official_pickle(path) -> OfficialStyleGAN:
         UnsafePickleError: the pickle names a global other than the network, dict and numpy
             reconstruction ones, or holds a non-numeric array (nothing is called).
         WeightsError: the file is missing, not a pickle, an HTML page, truncated, or not StyleGAN v1
-            (a Progressive GAN or StyleGAN2 pickle is named as such).
+            (a Progressive GAN or StyleGAN2 pickle is named as such); or it is built to cost far more than
+            its size (settings of over 100,000 values counting shared ones each time, arrays claiming more
+            than twice its bytes) or to change the reader (BUILD on a global). All in bounded time.
     """
     path = _check_file(path)
     kind = _sniff(path)
@@ -352,16 +521,19 @@ def read_official_pickle(path) -> OfficialStyleGAN:
         )
     try:
         with open(path, "rb") as f:
-            top = _OfficialUnpickler(f, path).load()
+            budget = _BYTES.set(_ByteBudget(path.name, os.fstat(f.fileno()).st_size))
+            try:
+                top = _OfficialUnpickler(f, path).load()
+            finally:
+                _BYTES.reset(budget)
     except (pickle.UnpicklingError, EOFError) as exc:
         raise WeightsError(
-            f"{path.name} is truncated or corrupt ({type(exc).__name__}: {str(exc)[:80]}). Download it again "
-            "and check its md5."
+            f"{path.name} is truncated or corrupt ({_reason(exc)}). Download it again and check its md5."
         ) from None
     except (ValueError, TypeError, IndexError, KeyError, AttributeError, RecursionError, MemoryError) as exc:
         raise WeightsError(
-            f"{path.name} is not a readable StyleGAN pickle ({type(exc).__name__}: {str(exc)[:80]}). "
-            "Download it again and check its md5."
+            f"{path.name} is not a readable StyleGAN pickle ({_reason(exc)}). Download it again and check "
+            "its md5."
         ) from None
 
     try:
@@ -370,12 +542,18 @@ def read_official_pickle(path) -> OfficialStyleGAN:
         raise WeightsError(f"{path.name} is not a readable StyleGAN pickle (it nests without end).") from None
 
 
+def _reason(exc: BaseException) -> str:
+    """``Type: message`` of an exception, short whatever its arguments hold."""
+    text = exc.args[0] if len(exc.args) == 1 and type(exc.args[0]) is str else _short(exc.args)
+    return f"{type(exc).__name__}: {text[:80]}"
+
+
 def _official_gs(top, path: Path) -> OfficialStyleGAN:
     """Gs of the unpickled top-level object, flattened into the official names."""
     # The official file is (G, D, Gs); the averaged generator Gs is the one to use.
     if isinstance(top, tuple) and len(top) == 3 and all(isinstance(n, _Network) for n in top):
         gs = top[2]
-    elif isinstance(top, _Network) and top.get("build_func_name") == "G_style":
+    elif isinstance(top, _Network) and top.text("build_func_name") == "G_style":
         gs = top
     else:
         found = (
@@ -389,25 +567,30 @@ def _official_gs(top, path: Path) -> OfficialStyleGAN:
             f"{path.name} does not hold StyleGAN's (G, D, Gs) networks. Received: {found}. Expected NVIDIA's "
             f"{FFHQ_PICKLE}."
         )
-    if gs.get("build_func_name") != "G_style":
+    if gs.text("build_func_name") != "G_style":
         raise WeightsError(
             f"{path.name} is not a StyleGAN (v1) generator. Received: {_describe(gs)}. advface reads "
             f"StyleGAN v1 (G_style), e.g. NVIDIA's {FFHQ_PICKLE}."
         )
-    if gs.get("version") not in (2, 3):
+    version = gs.get("version")
+    if type(version) is not int or version not in (2, 3):
         raise WeightsError(
-            f"{path.name}: unknown Network pickle version. Received: version={gs.get('version')!r}. "
+            f"{path.name}: unknown Network pickle version. Received: version={_short(version)}. "
             "Expected 2 or 3 (NVIDIA's StyleGAN release)."
         )
+    name = gs.text("name")
     components = gs.get("components")
     expected = {"mapping": "G_mapping", "synthesis": "G_synthesis"}
     if not isinstance(components, dict) or set(components) != set(expected):
-        got = sorted(components) if isinstance(components, dict) else components
+        got = components
+        if isinstance(components, dict):
+            keys = list(components)
+            got = sorted(keys) if all(type(k) is str for k in keys) else keys
         raise WeightsError(
             f"{path.name}: StyleGAN's Gs has the components mapping and synthesis. Received: "
-            f"components={got}."
+            f"components={_short(got)}."
         )
-    arrays = dict(_variables(gs, gs.get("name"), path))
+    arrays = dict(_variables(gs, name, path))
     for key, func in expected.items():
         component = components[key]
         if not isinstance(component, _Network) or component.get("build_func_name") != func:
@@ -415,17 +598,19 @@ def _official_gs(top, path: Path) -> OfficialStyleGAN:
             raise WeightsError(
                 f"{path.name}: Gs's {key} network is not StyleGAN's {func}. Received: {found}."
             )
-        if component.get("components"):
+        sub = component.get("components")
+        if not (sub is None or (isinstance(sub, dict) and not sub)):
             raise WeightsError(f"{path.name}: Gs's {key} network has sub-networks, unlike StyleGAN's.")
-        arrays.update((f"{key}/{name}", value) for name, value in _variables(component, key, path).items())
-    static_kwargs = _plain(gs.get("static_kwargs") or {})
+        arrays.update((f"{key}/{n}", value) for n, value in _variables(component, key, path).items())
+    static_kwargs = gs.get("static_kwargs")
+    static_kwargs = {} if static_kwargs is None else _plain(static_kwargs, f"{name}'s static_kwargs")
     if not isinstance(static_kwargs, dict):
         raise WeightsError(f"{path.name}: Gs's static_kwargs are not a dict; the file is corrupt.")
     # A numpy scalar setting (truncation_psi=np.float32(0.7)) as the Python number it stands for.
     static_kwargs = {
         k: v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v for k, v in static_kwargs.items()
     }
-    return OfficialStyleGAN(arrays, static_kwargs, str(gs.get("name")), "nvidia-pkl", path)
+    return OfficialStyleGAN(arrays, static_kwargs, str(name), "nvidia-pkl", path)
 
 
 # ---------------------------------------------------------------------------------------------------------

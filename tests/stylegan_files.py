@@ -244,16 +244,19 @@ def official_objects(
     return generator("G", np.float32(1.0)), d, generator("Gs", np.float32(0.0))
 
 
-def write_pickle(obj, path: Path, *, network_module: str = "dnnlib.tflib.network") -> Path:
-    """``pickle.dump(obj)`` with protocol 4, the official class and numpy names."""
+def write_pickle(
+    obj, path: Path, *, network_module: str = "dnnlib.tflib.network", protocol: int = 4, pickler=None
+) -> Path:
+    """``pickle.dump(obj)`` with the official class and numpy names; protocol 4 as NVIDIA wrote it (2 stores
+    bytes as ``_codecs.encode(text, "latin1")``). ``pickler``: a :class:`_Numpy1Pickler` subclass."""
     with _official_names(network_module), open(path, "wb") as f:
-        _Numpy1Pickler(f, protocol=4).dump(obj)
+        (pickler or _Numpy1Pickler)(f, protocol=protocol).dump(obj)
     return Path(path)
 
 
-def write_official_pickle(path: Path, networks, **kwargs) -> Path:
+def write_official_pickle(path: Path, networks, *, protocol: int = 4, **kwargs) -> Path:
     """NVIDIA's file: ``(G, D, Gs)`` of :func:`official_objects`."""
-    return write_pickle(official_objects(networks, **kwargs), path)
+    return write_pickle(official_objects(networks, **kwargs), path, protocol=protocol)
 
 
 def md5(path) -> str:
@@ -261,18 +264,24 @@ def md5(path) -> str:
 
 
 def pickle_globals(data: bytes) -> set[tuple[str, str]]:
-    """Every ``(module, name)`` a pickle names (GLOBAL and protocol-4 STACK_GLOBAL), by reading opcodes."""
-    found, memo, strings = set(), [], []
-    top = None  # the last string pushed (or fetched from the memo), for MEMOIZE
+    """Every ``(module, name)`` a pickle names (GLOBAL and protocol-4 STACK_GLOBAL), by reading opcodes.
+
+    The strings STACK_GLOBAL takes may come from the memo: stored by PUT/BINPUT/LONG_BINPUT (protocols
+    0-3, explicit index) or MEMOIZE (protocol 4, next index), fetched by GET/BINGET/LONG_BINGET.
+    """
+    found, memo, strings = set(), {}, []
+    top = None  # the last string pushed (or fetched from the memo), for the memo opcodes
     for op, arg, _ in pickletools.genops(data):
         if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
             top = arg
             strings.append(arg)
-        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+        elif op.name in ("GET", "BINGET", "LONG_BINGET"):
             top = memo[int(arg)]
             strings.append(top)
+        elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(arg)] = top
         elif op.name == "MEMOIZE":
-            memo.append(top)
+            memo[len(memo)] = top
         elif op.name == "GLOBAL":
             found.add(tuple(arg.split(" ", 1)))
         elif op.name == "STACK_GLOBAL":

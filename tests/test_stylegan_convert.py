@@ -5,10 +5,16 @@ pickle of ``dnnlib.tflib.network.Network`` objects with numpy 1.x arrays, and In
 with its transposes, from random weights of a small configuration (32x32, 8 mapping layers of 32).
 """
 
+import functools
 import json
 import os
+import pickle
+import re
+import struct
 import subprocess
 import sys
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -16,6 +22,7 @@ import stylegan_files as sf
 import torch
 
 from advface.errors import AdvfaceError, WeightsError
+from advface.networks import stylegan_convert
 from advface.networks.stylegan_convert import (
     UnsafePickleError,
     convert_stylegan,
@@ -276,6 +283,216 @@ def test_a_pickled_array_must_hold_its_bytes(tmp_path, networks):
         Short(f, protocol=4).dump(sf.official_objects(networks))
     with pytest.raises(WeightsError, match=r"shape \(32,\) and dtype float32 needs 128 bytes but holds 124"):
         read_official_pickle(path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Safety: small files built to take exponential time or memory, or to change the reader itself
+
+
+@functools.cache
+def _chain(depth: int = 40, kind=list):
+    """``x = [x, x]`` ``depth`` times: a few hundred bytes of pickle (memoised), 2**depth leaves unfolded.
+    One object per kind, so that a file that holds it in many places holds it once."""
+    x = kind()
+    for _ in range(depth):
+        x = kind((x, x))
+    return x
+
+
+class _ChainPickler(sf._Numpy1Pickler):
+    """Puts a chain into the arrays of shape (32,) (``dlatent_avg``, the mapping biases) or the dtypes."""
+
+    where = ""
+
+    def persistent_id(self, obj):
+        if self.where == "persistent id" and isinstance(obj, np.ndarray) and obj.shape == (32,):
+            return _chain()
+        return None
+
+    def reducer_override(self, obj):
+        if self.where == "dtype state" and isinstance(obj, np.dtype):
+            return np.dtype, ("f4", False, True), _chain(kind=tuple)
+        if isinstance(obj, np.ndarray) and obj.shape == (32,):
+            recipe = sf._reconstruct, (np.ndarray, (0,), b"b")
+            if self.where == "array state":
+                return (*recipe, _chain())
+            if self.where == "array shape":
+                return (*recipe, (1, _chain(kind=tuple), obj.dtype, False, obj.tobytes()))
+        return super().reducer_override(obj)
+
+
+_READ_IN_A_CHILD = """
+import json, resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # a regression fails, it does not eat the machine
+from advface.errors import WeightsError
+from advface.networks.stylegan_convert import read_official_pickle
+start = time.perf_counter()
+try:
+    read_official_pickle(sys.argv[1])
+    error = None
+except WeightsError as exc:
+    error = str(exc)
+print(json.dumps({"seconds": time.perf_counter() - start, "error": error}))
+"""
+
+
+@pytest.mark.parametrize(
+    "where, match",
+    [
+        ("static_kwargs", r"Gs's static_kwargs hold more than 100,000 values"),
+        ("variables", r"the variables of Gs hold more than 100,000 values"),
+        ("cycle", r"Gs's static_kwargs nest deeper than 64 levels"),
+        ("name", r"a Network's name should be a string. Received: a list"),
+        ("version", r"unknown Network pickle version. Received: version=\[\[\[\[\.\.\.\], \[\.\.\.\]\]"),
+        ("components", r"mapping and synthesis. Received: components=\[\[\[\["),
+        ("array state", r"Malformed array in StyleGAN pickle: state \[\[\[\["),
+        ("array shape", r"Malformed StyleGAN pickle: array shape \(\(\(\("),
+        ("dtype state", r"Malformed dtype in StyleGAN pickle: state \(\(\(\("),
+        ("persistent id", r"holds a persistent reference \[\[\[\["),
+    ],
+)
+def test_shared_chains_are_refused_in_bounded_time(tmp_path, networks, files, where, match):
+    """A memoised chain x = [x, x] forty deep (2**40 leaves unfolded) anywhere the reader looks: refused
+    within a second with one line, read in a child process so that a regression fails instead of hanging."""
+    g, d, gs = sf.official_objects(networks)
+    state = gs.__getstate__()
+    if where == "static_kwargs":
+        state["static_kwargs"]["chain"] = _chain()
+    elif where == "variables":
+        state["variables"].append(("chain", _chain()))
+    elif where == "cycle":
+        cycle = []
+        cycle.append(cycle)
+        state["static_kwargs"]["cycle"] = cycle
+    elif where in ("name", "version", "components"):
+        state[where] = _chain()
+    pickler = type("Pickler", (_ChainPickler,), {"where": where})
+    path = sf.write_pickle((g, d, gs), tmp_path / "chain.pkl", pickler=pickler)
+    assert path.stat().st_size < files["pkl"].stat().st_size + 2_000  # a few hundred bytes of chain
+
+    child = subprocess.run(
+        [sys.executable, "-c", _READ_IN_A_CHILD, str(path)], capture_output=True, text=True, timeout=20
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    result = json.loads(child.stdout)
+    assert result["error"] is not None, "read without complaint"
+    assert result["seconds"] < 1.0 and "\n" not in result["error"], result
+    assert len(result["error"]) < 600, result["error"]
+    assert re.search(match, result["error"]), result["error"]
+
+
+@pytest.mark.parametrize("value", ["_reconstruct", "dtype", "ndarray", "network"])
+def test_settings_hold_only_plain_values(tmp_path, networks, value):
+    """The reader's own globals (and networks) smuggled into static_kwargs are a malformed file."""
+    smuggled = {
+        "_reconstruct": sf._reconstruct,  # pickled as numpy.core.multiarray._reconstruct
+        "dtype": np.dtype,
+        "ndarray": np.ndarray,
+        "network": sf.Network("N", "G_style", {}),
+    }[value]
+    path = sf.write_official_pickle(tmp_path / "x.pkl", networks, extra_gs_kwargs={"evil": smuggled})
+    with pytest.raises(WeightsError, match=r"Gs's static_kwargs hold a \w+, not a plain value") as info:
+        read_official_pickle(path)
+    assert "\n" not in str(info.value)
+
+
+class _SharedBytesPickler(sf._Numpy1Pickler):
+    """Every array of 1 MB gets the same bytes object: one copy in the file, a reference (~30 bytes) each."""
+
+    data = bytes(1 << 20)
+
+    def reducer_override(self, obj):
+        if isinstance(obj, np.ndarray) and obj.nbytes == len(self.data):
+            return sf._reconstruct, (np.ndarray, (0,), b"b"), (1, obj.shape, obj.dtype, False, self.data)
+        return super().reducer_override(obj)
+
+
+def test_arrays_sharing_one_buffer_are_refused_before_they_are_allocated(tmp_path, networks, files):
+    g, d, gs = sf.official_objects(networks)
+    view = np.broadcast_to(np.float32(0), (1 << 18,))  # 1 MB of float32, no memory here
+    gs.__getstate__()["variables"] += [(f"big{i}", view[:]) for i in range(1000)]  # 1,000 arrays, 1 GB
+    path = sf.write_pickle((g, d, gs), tmp_path / "shared.pkl", pickler=_SharedBytesPickler)
+    size = path.stat().st_size
+    assert size < files["pkl"].stat().st_size + (1 << 20) + 50_000  # the tiny file, 1 MB, ~40 bytes an array
+
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(
+            WeightsError, match=r"arrays claim at least \d[\d,]* bytes but the file has only"
+        ) as info:
+            read_official_pickle(path)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert f"has only {size:,} bytes: malformed or malicious" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert peak < 4 * size + (8 << 20), f"peak {peak / 1e6:.0f} MB"  # nowhere near the 1 GB claimed
+    assert seconds < 2.0
+
+
+def _build_on_global(module: str, name: str) -> bytes:
+    """``BUILD(({'evil': 1}, {'__class__': numpy.dtype}))`` on the global ``module.name``: a plain unpickler
+    writes into its ``__dict__`` and then turns it into (our stand-in for) a dtype, for the whole process."""
+
+    def text(s: str) -> bytes:
+        return pickle.BINUNICODE + struct.pack("<I", len(s)) + s.encode()
+
+    return b"".join(
+        [
+            pickle.PROTO + b"\x02",
+            pickle.GLOBAL + f"{module}\n{name}\n".encode(),
+            pickle.EMPTY_DICT + text("evil") + pickle.BININT1 + b"\x01" + pickle.SETITEM,
+            pickle.EMPTY_DICT + text("__class__") + pickle.GLOBAL + b"numpy\ndtype\n" + pickle.SETITEM,
+            pickle.TUPLE2,
+            pickle.BUILD,
+            pickle.STOP,
+        ]
+    )
+
+
+def _globals_now() -> dict:
+    """What each global of the reader is, and its attributes, to see that no file changed them."""
+    return {
+        key: (type(value), dict(getattr(value, "__dict__", {})))
+        for key, value in stylegan_convert._OfficialUnpickler.SAFE.items()
+    }
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+        ("dnnlib.tflib.network", "Network"),
+        ("dnnlib.util", "EasyDict"),
+    ],
+)
+def test_a_pickle_cannot_change_the_reader(tmp_path, files, official, module, name):
+    before = _globals_now()
+    path = tmp_path / "build.pkl"
+    path.write_bytes(_build_on_global(module, name))
+    with pytest.raises(WeightsError, match=r"Malformed StyleGAN pickle: BUILD on a global") as info:
+        read_official_pickle(path)
+    assert "\n" not in str(info.value) and "nothing was executed" in str(info.value)
+    assert _globals_now() == before
+    _assert_same_arrays(read_official_pickle(files["pkl"]).arrays, official)  # still reads, same process
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4])
+def test_reads_every_protocol_nvidia_could_have_written(tmp_path, networks, official, protocol):
+    path = sf.write_official_pickle(tmp_path / f"p{protocol}.pkl", networks, protocol=protocol)
+    data = path.read_bytes()
+    assert data[:2] == bytes([0x80, protocol])
+    codecs = {("_codecs", "encode")} if protocol == 2 else set()  # protocol 2 has no bytes opcode
+    assert sf.pickle_globals(data) == sf.OFFICIAL_GLOBALS | codecs
+    gs = read_official_pickle(path)
+    _assert_same_arrays(gs.arrays, official)
+    assert gs.static_kwargs == {"num_channels": 3, "label_size": 0, **sf.TINY}
 
 
 # ---------------------------------------------------------------------------------------------------------

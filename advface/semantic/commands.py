@@ -255,14 +255,14 @@ def _cmd_certify(args) -> int:
 
 def _cmd_eval(args) -> int:
     from advface.cli import _emit
-    from advface.semantic.workflow import evaluate
+    from advface.semantic.workflow import evaluate, ranking_text
 
     summary = evaluate(args.folder, figures=args.figures)
     lines = []
     for name, a in summary["attacks"].items():
         lines.append(
             f"{name}: successes {a['successes']}, instances {a['instances']}, rate {100 * a['rate']:.2f} %, "
-            f"avg_mag {a['avg_mag']:.3f}; ranking {'>'.join(a['ranking']) or 'NoneFound'}"
+            f"avg_mag {a['avg_mag']:.3f}; ranking {ranking_text(a)}"
             + (f" (p {', '.join(f'{p:.2E}' for p in a['p_values'])})" if a["p_values"] else "")
             + (
                 ""

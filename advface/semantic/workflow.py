@@ -382,6 +382,7 @@ def evaluate(run, *, figures: int = 20, progress: ProgressCallback | None = None
             "rate": result.rate,
             "avg_mag": result.avg_mag,
             "ranking": list(ranking.order) if ranking else [],
+            "unranked": list(ranking.unranked) if ranking else list(names),
             "p_values": list(ranking.p_values) if ranking else [],
             "chunks": len(chunks),
             "expected_chunks": config["chunks"],
@@ -401,6 +402,14 @@ def evaluate(run, *, figures: int = 20, progress: ProgressCallback | None = None
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (run / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     return summary
+
+
+def ranking_text(attack: dict) -> str:
+    """``yaw>pitch=smile``: an attack's ranked attributes (from :func:`evaluate`'s summary), then those the
+    tests could not separate; ``NoneFound`` when none was ranked."""
+    order = ">".join(attack["ranking"])
+    rest = "=".join(attack["unranked"])
+    return ">".join(part for part in (order, rest) if part) or "NoneFound"
 
 
 def _figures(folder: Path, setup: Setup, merged: dict, limit: int, names) -> None:

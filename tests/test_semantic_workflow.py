@@ -129,6 +129,12 @@ def test_eval_writes_the_sources_results_and_figures(run, setup):
     np.testing.assert_array_equal(predicted != setup.objective.labels(merged["rows"]), merged["success"])
 
 
+def test_too_few_samples_are_warned_about(run, setup):
+    with pytest.warns(UserWarning, match="Use n >= 10"):
+        path = run_certification(run, sigma=0.5, n0=5, n=5, instances=1, name="guard", setup=setup)
+    assert ResultsTable(path, CERTIFY_COLUMNS).rows()[0]["predict"] == "-1"  # abstains
+
+
 @pytest.mark.slow
 def test_certifying_one_identity_with_ten_thousand_samples_takes_under_two_minutes(run, setup):
     start = time.perf_counter()

@@ -230,8 +230,13 @@ def _cmd_attack(args) -> int:
 
 
 def _cmd_certify(args) -> int:
+    import warnings
+
     from advface.cli import _progress_bar
     from advface.semantic.workflow import run_certification
+
+    warnings.simplefilter("always")
+    warnings.formatwarning = lambda message, *_: f"advface: warning: {message}\n"
 
     path = run_certification(
         args.folder,

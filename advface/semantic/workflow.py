@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,7 +262,7 @@ def run_certification(
     smooths identification in pixel space, with Gaussian noise on the aligned chip. The base classifier
     is 1:N identification against the run's gallery.
     """
-    from advface.certification.smoothing import Smooth
+    from advface.certification.smoothing import Smooth, min_trials
 
     if noise not in NOISES:
         raise AdvfaceError(f"Unknown noise. Received: noise={noise!r}. Known: {', '.join(NOISES)}.")
@@ -283,6 +284,12 @@ def run_certification(
         "seed": seed,
     }
     _check_config(folder, "semantic certify", arguments, seed)
+    if n < min_trials(alpha):
+        warnings.warn(
+            f"n={n} samples cannot certify anything at alpha={alpha}: even {n} of {n} votes give a lower "
+            f"bound below 1/2. Use n >= {min_trials(alpha)} (every identity will abstain).",
+            stacklevel=2,
+        )
     table = ResultsTable(folder / f"{chunk.name}.tsv", CERTIFY_COLUMNS)
     objective, identities = setup.objective, setup.identities
     for row in chunk.rows(instances):

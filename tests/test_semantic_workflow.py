@@ -13,6 +13,7 @@ import pytest
 
 from advface.chunks import Chunk, load_chunks
 from advface.cli import main
+from advface.errors import AdvfaceError
 from advface.runs import ResultsTable
 from advface.semantic.identities import generate_identities
 from advface.semantic.workflow import CERTIFY_COLUMNS, build_setup, evaluate, run_attack, run_certification
@@ -127,6 +128,24 @@ def test_eval_writes_the_sources_results_and_figures(run, setup):
     merged = _merged(run / "attacks" / "fab")
     predicted = setup.objective.predict(merged["deltas"].astype(np.float32), merged["rows"].astype(np.int32))
     np.testing.assert_array_equal(predicted != setup.objective.labels(merged["rows"]), merged["success"])
+
+
+def test_eval_handles_ablations_verification_and_bad_splits(run):
+    fab = {"steps": 5, "restarts": 1, "targets": 2}
+    run_attack(run, "fab", instances=4, attributes=["yaw"], settings=fab, name="yaw-only")
+    run_attack(run, "fab", instances=4, attributes=["yaw", "smile"], settings=fab, name="two")
+    run_attack(run, "pgd", instances=4, mode="verify", budget=3.0, settings=PGD, name="verify")
+    summary = evaluate(run, figures=2)
+    assert summary["attacks"]["yaw-only"]["ranking"] == []  # one attribute: nothing to rank
+    assert "importance-order:NoneFound" in (run / "attacks" / "yaw-only" / "results.txt").read_text()
+    for name in ("yaw-only", "two"):
+        assert summary["attacks"][name]["successes"] >= 1
+        assert list((run / "attacks" / name / "figs").glob("ori_*_adv_*.png"))
+    if summary["attacks"]["verify"]["successes"]:
+        names = [p.name for p in (run / "attacks" / "verify" / "figs").iterdir()]
+        assert names and all(n.endswith("_adv_verify.png") for n in names)
+    with pytest.raises(AdvfaceError, match="Received: chunks=5, instances=4"):
+        run_attack(run, "pgd", instances=4, chunk=Chunk(4, 5), settings=PGD, name="empty")
 
 
 def test_too_few_samples_are_warned_about(run, setup):

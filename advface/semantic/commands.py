@@ -169,7 +169,7 @@ LATENT_SETTINGS = [
     ("--steps", "steps", int, "iterations per restart (default 10)"),
     ("--restarts", "restarts", int, "restarts (default 10)"),
     ("--batch-size", "batch_size", int, "identities attacked together"),
-    ("--optimizer", "optimizer", str, "pgd: sgd or adam"),
+    ("--optimizer", "optimizer", str, "pgd: sgd, adam or rmsprop"),
     ("--learning-rate", "learning_rate", float, "pgd: step size (the source: 100 with SGD)"),
     ("--momentum", "momentum", float, "pgd: SGD momentum"),
     ("--loss", "loss", str, "pgd: xent, away, nearest, diff or dlr"),
@@ -278,7 +278,8 @@ def _cmd_eval(args) -> int:
     for name, c in summary["certificates"].items():
         lines.append(
             f"{name}: certified {c['certified']} of {c['instances']} (abstained {c['abstained']}), "
-            f"median radius {c['median_radius_m']:.3f}, {c['mean_seconds']:.1f} s per identity"
+            f"median radius {c['median_radius']:.3f} ({c['radius_unit']}), "
+            f"{c['mean_seconds']:.1f} s per identity"
         )
     lines.append(f"written: {args.folder}/summary.json, acc_vs_pert.png, attacks/*/results.txt, certify/*/")
     _emit(

@@ -18,7 +18,11 @@ depend only on the identity row, so any chunking gives the same merged results.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import secrets
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -125,28 +129,54 @@ def build_setup(run, *, attributes=None, budget=None, mode: str = "identify", th
 
 
 def _check_config(folder: Path, command: str, arguments: dict, seed: int) -> None:
-    """Write ``config.json`` on the first chunk; later chunks must share the arguments."""
+    """Write ``config.json`` once (the first of many parallel chunk jobs wins, atomically: a hard link of a
+    complete file); later chunks must share the arguments."""
     config = folder / "config.json"
     arguments = json.loads(json.dumps(arguments, default=str))
-    if config.is_file():
+    if not config.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / f".config-{os.getpid()}-{secrets.token_hex(4)}"
+        write_config(staging, command, arguments, seed=seed)
+        try:
+            os.link(staging / "config.json", config)  # fails if another job got there first
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not config.exists():
+                os.replace(staging / "config.json", config)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    try:
         previous = json.loads(config.read_text()).get("arguments", {})
-        if previous != arguments:
-            changed = sorted(k for k in set(previous) | set(arguments) if previous.get(k) != arguments.get(k))
-            raise AdvfaceError(
-                f"{folder} holds chunks made with other arguments ({', '.join(changed)} differ). Use the "
-                "same arguments for every chunk, or another --name."
-            )
-        return
-    write_config(folder, command, arguments, seed=seed)
+    except (OSError, ValueError) as exc:
+        raise AdvfaceError(
+            f"{config} is unreadable ({exc}). Delete the folder {folder} and run again."
+        ) from None
+    if previous != arguments:
+        changed = sorted(k for k in set(previous) | set(arguments) if previous.get(k) != arguments.get(k))
+        raise AdvfaceError(
+            f"{folder} holds chunks made with other arguments ({', '.join(changed)} differ). Use the "
+            "same arguments for every chunk, or another --name."
+        )
 
 
-def _instances(setup: Setup, instances: int | None) -> int:
+def _fingerprint(arguments: dict) -> str:
+    """A short hash of a folder's arguments, stored in every chunk so a merge never mixes two settings."""
+    text = json.dumps(json.loads(json.dumps(arguments, default=str)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _instances(setup: Setup, instances: int | None, chunk: Chunk) -> int:
     total = len(setup.identities.rows)
-    if instances is None:
-        return total
+    instances = total if instances is None else instances
     if not isinstance(instances, int) or not 0 < instances <= total:
         raise AdvfaceError(
             f"`instances` must be in 1..{total} (the run's identities). Received: instances={instances!r}."
+        )
+    if chunk.count > instances:
+        raise AdvfaceError(
+            f"{chunk.count} chunks for {instances} identities would leave chunks empty. Received: "
+            f"chunks={chunk.count}, instances={instances}. Use at most {instances} chunks."
         )
     return instances
 
@@ -197,7 +227,7 @@ def run_attack(
     chunk = chunk or Chunk(0, 1)
     settings = dict(settings or {})
     setup = setup or build_setup(run, attributes=attributes, budget=budget, mode=mode)
-    instances = _instances(setup, instances)
+    instances = _instances(setup, instances, chunk)
     folder = run / "attacks" / (name or attack)
     arguments = {
         "attack": attack,
@@ -207,7 +237,8 @@ def run_attack(
         "budgets": setup.budgets,
         "mode": mode,
         "seed": seed,
-        "settings": settings,
+        # The batch size changes speed, not results (each row's randomness depends on its row only).
+        "settings": {k: v for k, v in settings.items() if k != "batch_size"},
     }
     attacker = make_attack(attack, setup.ellipsoid, **settings)
     _check_config(folder, f"semantic attack {attack}", arguments, seed)
@@ -226,6 +257,7 @@ def run_attack(
         labels=result.labels,
         clean_predicted=result.clean_predicted,
         seconds=np.float64(result.seconds),
+        fingerprint=np.array(_fingerprint(arguments)),
     )
     successful = result.magnitudes[result.success]
     (folder / "logs").mkdir(exist_ok=True)
@@ -269,7 +301,7 @@ def run_certification(
     run = Path(run)
     chunk = chunk or Chunk(0, 1)
     setup = setup or build_setup(run, attributes=attributes, budget=budget)
-    instances = _instances(setup, instances)
+    instances = _instances(setup, instances, chunk)
     folder = run / "certify" / (name or f"{noise}-sigma{sigma:g}")
     arguments = {
         "sigma": sigma,
@@ -296,9 +328,10 @@ def run_certification(
         if str(row) in table.done:
             continue
         label = int(objective.labels(np.array([row]))[0])
+        position = int(identities.positions(np.array([row]))[0])
         if noise == "pixel":
             chip = setup.pipeline.chips(
-                identities.latents[row : row + 1], identities.alignments[row : row + 1]
+                identities.latents[position : position + 1], identities.alignments[position : position + 1]
             )
             gallery = identities.embeddings
             model = setup.pipeline.model
@@ -322,7 +355,9 @@ def run_certification(
                 batch_size=batch_size,
             )
             point = np.zeros(setup.ellipsoid.k, np.float32)
-        certificate = smooth.certify(point, n0=n0, n=n, alpha=alpha, seed=seed + int(row), progress=progress)
+        certificate = smooth.certify(
+            point, n0=n0, n=n, alpha=alpha, seed=_row_seed(seed, row), progress=progress
+        )
         table.add(
             {
                 "idx": row,
@@ -339,6 +374,11 @@ def run_certification(
             }
         )
     return table.path
+
+
+def _row_seed(seed: int, row: int) -> int:
+    """One identity's seed: a function of ``(seed, row)`` only, and distinct across both."""
+    return int(np.random.SeedSequence([seed, int(row)]).generate_state(1)[0])
 
 
 def _nearest(model, chips, gallery) -> np.ndarray:
@@ -365,20 +405,27 @@ def evaluate(run, *, figures: int = 20, progress: ProgressCallback | None = None
     summary: dict = {"attacks": {}, "certificates": {}}
     curves = {}
     t0 = time.perf_counter()
-    setup = None
+    setups: dict = {}
     for folder in sorted(p for p in (run / "attacks").glob("*") if (p / "config.json").is_file()):
         chunks = load_chunks(folder)
         if not chunks:
             continue
         config = json.loads((folder / "config.json").read_text())["arguments"]
+        foreign = [i for i, c in enumerate(chunks) if str(c.get("fingerprint", "")) != _fingerprint(config)]
+        if foreign:
+            raise AdvfaceError(
+                f"{folder}: {len(foreign)} chunk file(s) were made with other arguments than its "
+                "config.json. Move them away (or delete the folder) and run the attack again."
+            )
         keys = ("rows", "deltas", "success", "magnitudes", "predicted", "labels")
         merged = {k: np.concatenate([np.atleast_1d(c[k]) for c in chunks]) for k in keys}
         names, budgets = config["attributes"], config["budgets"]
         result = ev.summarise(merged["success"], merged["magnitudes"])
         successful = merged["deltas"][merged["success"]]
+        # One attribute has no ranking; fewer than two successes give none either.
         ranking = (
             ev.rank_attributes(successful, [budgets[a] for a in names], names)
-            if len(successful) >= 2
+            if len(successful) >= 2 and len(names) >= 2
             else None
         )
         ev.write_results(folder, result, ranking)
@@ -389,23 +436,35 @@ def evaluate(run, *, figures: int = 20, progress: ProgressCallback | None = None
             "rate": result.rate,
             "avg_mag": result.avg_mag,
             "ranking": list(ranking.order) if ranking else [],
-            "unranked": list(ranking.unranked) if ranking else list(names),
+            "unranked": list(ranking.unranked) if ranking else [],
             "p_values": list(ranking.p_values) if ranking else [],
             "chunks": len(chunks),
             "expected_chunks": config["chunks"],
         }
         if figures:
-            setup = setup or build_setup(run, attributes=names, budget=budgets, mode=config["mode"])
-            _figures(folder, setup, merged, figures, names)
+            key = (tuple(names), json.dumps(budgets, sort_keys=True), config["mode"])
+            if key not in setups:
+                setups[key] = build_setup(run, attributes=names, budget=budgets, mode=config["mode"])
+            _figures(folder, setups[key], merged, figures, config["mode"])
     if curves:
         ev.plot_accuracy_vs_perturbation(run / "acc_vs_pert.png", curves)
     for folder in sorted(p for p in (run / "certify").glob("*") if (p / "config.json").is_file()):
-        rows = []
-        for path in sorted(folder.glob("chunk-*.tsv")):
+        config = json.loads((folder / "config.json").read_text())["arguments"]
+        rows, files = [], sorted(folder.glob("chunk-*.tsv"))
+        for path in files:
             rows += ResultsTable(path, CERTIFY_COLUMNS).rows()
         if not rows:
             continue
-        summary["certificates"][folder.name] = _certified_summary(folder, rows)
+        repeated = len(rows) - len({r["idx"] for r in rows})
+        if repeated:
+            raise AdvfaceError(
+                f"{folder}: {repeated} identities certified in more than one chunk file (chunk files of "
+                "different splits?). Keep the files of one split and run eval again."
+            )
+        summary["certificates"][folder.name] = _certified_summary(
+            folder, rows, pixel=config["noise"] == "pixel"
+        )
+        summary["certificates"][folder.name] |= {"chunks": len(files), "expected_chunks": config["chunks"]}
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (run / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     return summary
@@ -414,45 +473,58 @@ def evaluate(run, *, figures: int = 20, progress: ProgressCallback | None = None
 def ranking_text(attack: dict) -> str:
     """``yaw>pitch=smile``: an attack's ranked attributes (from :func:`evaluate`'s summary), then those the
     tests could not separate; ``NoneFound`` when none was ranked."""
-    order = ">".join(attack["ranking"])
-    rest = "=".join(attack["unranked"])
-    return ">".join(part for part in (order, rest) if part) or "NoneFound"
+    if not attack["ranking"]:
+        return "NoneFound"
+    return ">".join(part for part in (">".join(attack["ranking"]), "=".join(attack["unranked"])) if part)
 
 
-def _figures(folder: Path, setup: Setup, merged: dict, limit: int, names) -> None:
+def _figures(folder: Path, setup: Setup, merged: dict, limit: int, mode: str) -> None:
+    """One figure per success: original, adversarial (with its M-norm) and the identity it is taken for
+    (in verification mode: the person's own gallery face, which the adversarial no longer matches)."""
     from advface.semantic import evaluate as ev
 
     identities, pipeline = setup.identities, setup.pipeline
-    generator = pipeline.generator
-    hits = np.flatnonzero(merged["success"])[:limit]
-    for i in hits:
+    for i in np.flatnonzero(merged["success"])[:limit]:
         row, delta = int(merged["rows"][i]), merged["deltas"][i]
-        latent = identities.latents[row : row + 1]
+        own = int(identities.positions(np.array([row]))[0])
+        latent = identities.latents[own : own + 1]
         adversarial = np.asarray(pipeline.perturb(latent, delta[None].astype(np.float32)))
-        matched = identities.latents[int(merged["predicted"][i]) : int(merged["predicted"][i]) + 1]
-        images = generator.images(np.concatenate([latent, adversarial, matched]))
+        if mode == "verify":
+            matched, name, labels = (
+                latent,
+                f"ori_{row}_adv_verify.png",
+                ("original", "adversarial", "enrolled"),
+            )
+        else:
+            match = int(merged["predicted"][i])
+            position = int(identities.positions(np.array([match]))[0])
+            matched, name = identities.latents[position : position + 1], f"ori_{row}_adv_{match}.png"
+            labels = ("original", "adversarial", f"taken for identity {match}")
+        images = pipeline.generator.images(np.concatenate([latent, adversarial, matched]))
         ev.success_figure(
-            folder / "figs" / f"ori_{row}_adv_{int(merged['predicted'][i])}.png",
+            folder / "figs" / name,
             images[0],
             images[1],
             images[2],
             magnitude=float(merged["magnitudes"][i]),
+            labels=labels,
         )
 
 
-def _certified_summary(folder: Path, rows: list[dict]) -> dict:
+def _certified_summary(folder: Path, rows: list[dict], *, pixel: bool) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     correct = np.array([int(r["correct"]) for r in rows], bool)
-    radius = np.array([float(r["radius_m"]) if r["radius_m"] != "nan" else float(r["radius"]) for r in rows])
+    # Latent noise: the radius in the attacks' M-norm; pixel noise: the L2 radius on the chip.
+    radius = np.array([float(r["radius"] if pixel else r["radius_m"]) for r in rows])
     radii = np.linspace(0, max(float(radius.max()), 1e-6) * 1.1, 100)
     accuracy = [(correct & (radius >= r)).mean() for r in radii]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(radii, accuracy)
-    ax.set_xlabel("radius (M-norm)")
+    ax.set_xlabel("radius (L2 on the chip, pixels in [0, 1])" if pixel else "radius (M-norm)")
     ax.set_ylabel("certified accuracy")
     ax.set_title(folder.name)
     ax.grid(alpha=0.3)
@@ -463,6 +535,7 @@ def _certified_summary(folder: Path, rows: list[dict]) -> dict:
         "instances": len(rows),
         "certified": int(correct.sum()),
         "abstained": int(sum(int(r["predict"]) == -1 for r in rows)),
-        "median_radius_m": float(np.median(radius[correct])) if correct.any() else 0.0,
+        "median_radius": float(np.median(radius[correct])) if correct.any() else 0.0,
+        "radius_unit": "L2 on the chip" if pixel else "M-norm",
         "mean_seconds": float(np.mean([float(r["time"]) for r in rows])),
     }

@@ -190,3 +190,46 @@ def _check_disjoint(owners: list, folder: Path) -> None:
         f"Chunk files overlap: row {row} is in {' and '.join(names)}. Received: overlapping rows in "
         f"{folder}. Keep the files of one split per folder."
     )
+
+
+def local_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA device ids (``$CUDA_VISIBLE_DEVICES`` when set)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    import tensorflow as tf
+
+    return [str(i) for i in range(len(tf.config.list_physical_devices("GPU")))]
+
+
+def fan_out(argv: list[str], workers: int, chunk: Chunk) -> int:
+    """Run ``advface ARGV`` as ``workers`` processes on this machine, one per local GPU, and wait for them.
+
+    This job's chunk ``i`` of ``n`` becomes chunks ``i * workers + g`` of ``n * workers`` (g = 0 ..
+    workers - 1), so every job of an array must use the same ``workers``; each process sees one GPU
+    (``CUDA_VISIBLE_DEVICES``), or shares the CPU when there is none. Returns the worst exit code.
+    """
+    import subprocess
+    import sys
+
+    gpus = local_gpus()
+    total = chunk.count * workers
+    strip = {"--workers", "--chunks", "--chunk"}
+    base, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if name in strip:
+            skip = "=" not in token
+            continue
+        base.append(token)
+    jobs = []
+    for g in range(workers):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[g % len(gpus)]
+        command = [sys.executable, "-m", "advface.cli", *base, "--chunks", str(total)]
+        jobs.append(subprocess.Popen([*command, "--chunk", str(chunk.index * workers + g)], env=env))
+    return max(job.wait() for job in jobs)

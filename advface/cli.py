@@ -507,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter (no GPU found, oneDNN notes) is not for users of a CLI.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that re-launch themselves
     try:
         return args.run(args)
     except AdvfaceError as exc:

@@ -78,6 +78,18 @@ def test_a_killed_chunked_attack_resumes_to_the_uninterrupted_result(run, setup)
     )
 
 
+def test_workers_split_a_job_over_local_processes_with_the_same_results(run, setup):
+    run_attack(run, "pgd", instances=8, settings=PGD, name="whole", setup=setup)
+    flags = ["--attack", "pgd", "--instances", "8", "--steps", "3", "--restarts", "2", "--batch-size", "4"]
+    # One job of a 1-way split, run as 2 worker processes (one per GPU where there are GPUs).
+    assert main(["semantic", "attack", str(run), *flags, "--name", "workers", "--workers", "2"]) == 0
+    files = sorted(p.name for p in (run / "attacks" / "workers").glob("chunk-*.npz"))
+    assert files == ["chunk-00000-of-00002.npz", "chunk-00001-of-00002.npz"]
+    whole, workers = _merged(run / "attacks" / "whole"), _merged(run / "attacks" / "workers")
+    np.testing.assert_array_equal(workers["success"], whole["success"])
+    np.testing.assert_allclose(workers["deltas"], whole["deltas"], atol=1e-5)
+
+
 def test_a_killed_certification_resumes_row_by_row(run, setup):
     settings = {"sigma": 0.5, "n0": 50, "n": 400, "instances": 4, "setup": setup}
     run_certification(run, name="whole", **settings)

@@ -103,7 +103,28 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+_WORKERS_HELP = (
+    "processes on this machine, one per local GPU (0: as many as there are GPUs); the job's chunk is split "
+    "among them, so every job of an array must use the same value (default: 1)"
+)
+
+
+def _fanned_out(args) -> int | None:
+    """Re-run this command as ``--workers`` processes (one per local GPU); None when there is one worker."""
+    from advface.chunks import chunk_from_args, fan_out, local_gpus
+    from advface.errors import AdvfaceError
+
+    workers = args.workers if args.workers else max(1, len(local_gpus()))
+    if workers < 0:
+        raise AdvfaceError(f"--workers must be >= 0. Received: workers={args.workers}.")
+    if workers == 1:
+        return None
+    return fan_out(args.argv, workers, chunk_from_args(args.chunks, args.chunk))
+
+
 def _cmd_generate(args) -> int:
+    if (code := _fanned_out(args)) is not None:
+        return code
     import time
 
     from advface.chunks import chunk_from_args
@@ -208,6 +229,8 @@ def _attributes(text):
 
 
 def _cmd_attack(args) -> int:
+    if (code := _fanned_out(args)) is not None:
+        return code
     from advface.cli import _progress_bar
     from advface.semantic.workflow import run_attack
 
@@ -230,6 +253,8 @@ def _cmd_attack(args) -> int:
 
 
 def _cmd_certify(args) -> int:
+    if (code := _fanned_out(args)) is not None:
+        return code
     import warnings
 
     from advface.cli import _progress_bar
@@ -310,6 +335,7 @@ def _add_run_verbs(verbs) -> None:
         q.add_argument(
             "--chunk", type=int, help="this job's chunk, 0-based (default: $SLURM_ARRAY_TASK_ID, else 0)"
         )
+        q.add_argument("--workers", type=int, default=1, help=_WORKERS_HELP)
 
     q = verbs.add_parser(
         "attack",
@@ -443,6 +469,7 @@ def add_parser(command) -> None:
     q.add_argument("--images", action="store_true", help="also save the clean renders as images/ROW.png")
     q.add_argument("--chunks", type=int, help="split the rows into this many chunks (default: 1)")
     q.add_argument("--chunk", type=int, help="0-based chunk to make (default: 0)")
+    q.add_argument("--workers", type=int, default=1, help=_WORKERS_HELP)
     q.add_argument("--batch-size", type=int, default=64, help="identities per batch (default: 64)")
     q.add_argument(
         "--box",

@@ -447,12 +447,7 @@ def convert_model(
         raise AdvfaceError(
             f"{name} has no converter. Received: model={name!r}. Convertible: {', '.join(_convertible())}."
         )
-    source = Path(source)
-    if not source.is_file():
-        raise WeightsError(f"File not found. Received: file={str(source)!r}. Expected {spec.source}.")
-    target = weights_file(name)
-    if target.exists() and not overwrite:
-        raise AdvfaceError(f"{target} exists. Pass --overwrite to replace it.")
+    source, target = _source_and_target(name, source, spec.source, overwrite)
     if labels is not None and spec.kind != "classifier":
         raise AdvfaceError(
             f"{name} is an embedding model; labels are for classifiers. Received: {len(labels)} labels."
@@ -481,6 +476,17 @@ def convert_model(
     return Conversion(name, target, digest, source, source_sha, int(model.count_params()), diff)
 
 
+def _source_and_target(name: str, source, expected: str, overwrite: bool) -> tuple[Path, Path]:
+    """The file to convert (it must exist) and the weights file to write (it must not, unless overwrite)."""
+    source = Path(source)
+    if not source.is_file():
+        raise WeightsError(f"File not found. Received: file={str(source)!r}. Expected {expected}.")
+    target = weights_file(name)
+    if target.exists() and not overwrite:
+        raise AdvfaceError(f"{target} exists. Pass --overwrite to replace it.")
+    return source, target
+
+
 def _convertible() -> list[str]:
     from advface.generators import GENERATORS
 
@@ -501,12 +507,7 @@ def _convert_generator(name: str, source, *, labels, overwrite: bool) -> Convers
         raise AdvfaceError(
             f"{name} is a generator; labels are for classifiers. Received: {len(labels)} labels."
         )
-    source = Path(source)
-    if not source.is_file():
-        raise WeightsError(f"File not found. Received: file={str(source)!r}. Expected {spec.source}.")
-    target = weights_file(name)
-    if target.exists() and not overwrite:
-        raise AdvfaceError(f"{target} exists. Pass --overwrite to replace it.")
+    source, _ = _source_and_target(name, source, spec.source, overwrite)
     return spec.convert(source, overwrite=overwrite)
 
 

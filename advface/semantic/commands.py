@@ -391,6 +391,15 @@ def _add_run_verbs(verbs) -> None:
     q.set_defaults(run=_cmd_eval)
 
 
+def _add_box(q) -> None:
+    q.add_argument(
+        "--box",
+        default="auto",
+        help="where faces sit: auto (the generator's registered box, else detect), detect, or "
+        "left,top,right,bottom fractions",
+    )
+
+
 def add_parser(command) -> None:
     """Register ``advface semantic`` on the main parser (``command(name, help)`` makes a subparser)."""
     from advface.generators import generator_names
@@ -424,12 +433,7 @@ def add_parser(command) -> None:
     q.add_argument("--ratio", type=float, default=0.1, help="share of samples per SVM class (default: 0.1)")
     q.add_argument("--seed", type=int, default=0, help="latent seed (default: 0)")
     q.add_argument("--batch-size", type=int, default=250, help="samples rendered per chunk (default: 250)")
-    q.add_argument(
-        "--box",
-        default="auto",
-        help="where faces sit: auto (the generator's registered box, else detect), detect, or "
-        "left,top,right,bottom fractions",
-    )
+    _add_box(q)
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(run=_cmd_directions)
 
@@ -471,12 +475,7 @@ def add_parser(command) -> None:
     q.add_argument("--chunk", type=int, help="0-based chunk to make (default: 0)")
     q.add_argument("--workers", type=int, default=1, help=_WORKERS_HELP)
     q.add_argument("--batch-size", type=int, default=64, help="identities per batch (default: 64)")
-    q.add_argument(
-        "--box",
-        default="auto",
-        help="where faces sit: auto (the generator's registered box, else detect), detect, or "
-        "left,top,right,bottom fractions",
-    )
+    _add_box(q)
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(run=_cmd_generate)
 

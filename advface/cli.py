@@ -503,11 +503,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The arguments of the command being run (commands that re-launch themselves as workers read them). Kept
+# out of the parsed namespace, which run folders record as the run's arguments.
+_INVOCATION: list[str] = []
+
+
+def invocation() -> list[str]:
+    """The arguments ``advface`` was called with (without the program name)."""
+    return list(_INVOCATION)
+
+
 def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter (no GPU found, oneDNN notes) is not for users of a CLI.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that re-launch themselves
+    _INVOCATION[:] = list(sys.argv[1:] if argv is None else argv)  # for commands that re-launch themselves
     try:
         return args.run(args)
     except AdvfaceError as exc:

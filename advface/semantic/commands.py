@@ -119,7 +119,9 @@ def _fanned_out(args) -> int | None:
         raise AdvfaceError(f"--workers must be >= 0. Received: workers={args.workers}.")
     if workers == 1:
         return None
-    return fan_out(args.argv, workers, chunk_from_args(args.chunks, args.chunk))
+    from advface.cli import invocation
+
+    return fan_out(invocation(), workers, chunk_from_args(args.chunks, args.chunk))
 
 
 def _cmd_generate(args) -> int:

@@ -26,6 +26,7 @@ setup(
         "advface.certification",
         "advface.networks",
         "advface.gui",
+        "advface.gui.pages",
         "advface.dependencies",
     ],
     package_dir={
@@ -37,6 +38,7 @@ setup(
         "advface.certification": "advface/certification",
         "advface.networks": "networks",
         "advface.gui": "gui",
+        "advface.gui.pages": "gui/pages",
         "advface.dependencies": "dependencies",
     },
     package_data={"advface.dependencies": ["manifest.json", "README.md"]},
@@ -73,7 +75,7 @@ setup(
             "adversarial-robustness-toolbox==1.20.1",
         ],
     },
-    entry_points={"console_scripts": ["advface = advface.cli:main"]},
+    entry_points={"console_scripts": ["advface = advface.cli:main", "advface-gui = advface.gui.app:main"]},
     license="MIT",
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -43,6 +43,10 @@ EXAMPLES = {
     "demo": """examples:
   advface demo --out runs/demo
   advface demo --out runs/mine --samples my_faces/""",
+    "gui": """examples:
+  advface gui
+  advface-gui                              # the same, as its own command
+  pip install -e '.[gui]' && advface gui   # PySide6 comes with the gui extra""",
 }
 
 
@@ -343,6 +347,19 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_gui(args) -> int:
+    try:
+        from advface.gui import app
+    except ImportError as exc:
+        if "PySide6" not in str(exc):
+            raise
+        raise AdvfaceError(
+            f"The desktop launcher needs PySide6. Received: {exc}. Install the gui extra: "
+            "pip install 'advface[gui]'."
+        ) from None
+    return app.main([])
+
+
 def _add_alignment_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detector", choices=["hog", "cnn"], default="hog", help="dlib face detector (default: hog)"
@@ -500,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
     p.add_argument("--samples", type=Path, help="folder of sample faces (default: data/samples)")
     p.set_defaults(run=_cmd_demo)
+
+    p = command("gui", "Open the desktop launcher (needs the gui extra: PySide6)")
+    p.set_defaults(run=_cmd_gui)
     return parser
 
 

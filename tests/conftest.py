@@ -8,6 +8,8 @@ import pytest
 
 # Before any test imports TensorFlow: keep its C++ start-up chatter out of the test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# GUI tests run without a display (pytest-qt's QApplication uses this platform).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -105,9 +105,13 @@ class HomePage(QWidget):
             "<p><b>Face recognition</b> (in the list on the left): open two photos, see the detected faces, "
             "landmarks and aligned chips, verify them (1:1) or identify one against a gallery folder (1:N) "
             "with any zoo model.</p>"
+            "<p><b>Pixel attacks</b>: run FGSM, BIM, PGD, MI-FGSM, APGD or Square on a photo's aligned face "
+            "and see the clean chip, the adversarial chip and the magnified perturbation with their "
+            "distances.</p>"
+            "<p><b>Eyeglasses</b>: sample frames from the shipped eyeglass generator, move latent sliders "
+            "and try a frame on a face.</p>"
             "<p>Pages to come, one per workflow of the command line:</p>"
-            "<ul><li><b>Attacks</b>: FGSM, BIM, PGD, C&amp;W, DeepFool, APGD, Square on aligned faces</li>"
-            "<li><b>Eyeglasses</b>: physical adversarial glasses</li>"
+            "<ul><li><b>Dodging, impersonation and the physical test</b>: the AGN attack, live</li>"
             "<li><b>Semantic</b>: attribute edits with a generator</li>"
             "<li><b>Certification</b>: randomised smoothing certificates</li></ul>"
             "<p>The self-check aligns a sample face and embeds it with the dlib ResNet model.</p>"
@@ -188,9 +192,11 @@ class HomePage(QWidget):
 
 
 def _pages() -> list[type[QWidget]]:
+    from advface.gui.pages.attacks import AttackPage
+    from advface.gui.pages.eyeglasses import EyeglassesPage
     from advface.gui.pages.recognition import RecognitionPage
 
-    return [HomePage, RecognitionPage]
+    return [HomePage, RecognitionPage, EyeglassesPage, AttackPage]
 
 
 PAGES: list[type[QWidget]] = _pages()

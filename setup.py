@@ -75,7 +75,11 @@ setup(
             "adversarial-robustness-toolbox==1.20.1",
         ],
     },
-    entry_points={"console_scripts": ["advface = advface.cli:main", "advface-gui = advface.gui.app:main"]},
+    entry_points={
+        "console_scripts": ["advface = advface.cli:main", "advface-gui = advface.gui.app:main"],
+        # Commands added to `advface` from outside the core (which never imports the GUI).
+        "advface.commands": ["gui = advface.gui.commands:add_parser"],
+    },
     license="MIT",
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -6,6 +6,7 @@ User errors print one line and exit with code 2; results go to stdout (``--json`
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import sys
@@ -43,10 +44,6 @@ EXAMPLES = {
     "demo": """examples:
   advface demo --out runs/demo
   advface demo --out runs/mine --samples my_faces/""",
-    "gui": """examples:
-  advface gui
-  advface-gui                              # the same, as its own command
-  pip install -e '.[gui]' && advface gui   # PySide6 comes with the gui extra""",
 }
 
 
@@ -145,23 +142,11 @@ def _cmd_verify(args) -> int:
     return 0
 
 
-def _gallery_files(folder: Path) -> list[tuple[Path, str]]:
-    from advface.images import list_images
-    from advface.verification import label_from_filename
-
-    if not folder.is_dir():
-        raise AdvfaceError(f"--gallery must be a folder of face images. Received: {folder}.")
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir())
-    if subfolders:
-        return [(f, sub.name) for sub in subfolders for f in list_images(sub)]
-    return [(f, label_from_filename(f)) for f in list_images(folder)]
-
-
 def _cmd_identify(args) -> int:
     import numpy as np
 
     from advface.images import load_image
-    from advface.verification import Gallery
+    from advface.verification import Gallery, gallery_files
     from advface.zoo import load_model
 
     model, aligner = load_model(args.model), _aligner(args)
@@ -171,7 +156,7 @@ def _cmd_identify(args) -> int:
             f"model={args.model!r}. Use an embedding model (advface zoo list)."
         )
     probe = Path(args.probe).resolve()
-    entries = [(f, label) for f, label in _gallery_files(Path(args.gallery)) if f.resolve() != probe]
+    entries = [(f, label) for f, label in gallery_files(args.gallery) if f.resolve() != probe]
     chips, labels, skipped = [], [], []
     for f, label in entries:
         faces = aligner.align(load_image(f), model.template)
@@ -347,19 +332,6 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-def _cmd_gui(args) -> int:
-    try:
-        from advface.gui import app
-    except ImportError as exc:
-        if "PySide6" not in str(exc):
-            raise
-        raise AdvfaceError(
-            f"The desktop launcher needs PySide6. Received: {exc}. Install the gui extra: "
-            "pip install 'advface[gui]'."
-        ) from None
-    return app.main([])
-
-
 def _add_alignment_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detector", choices=["hog", "cnn"], default="hog", help="dlib face detector (default: hog)"
@@ -518,8 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=Path, help="folder of sample faces (default: data/samples)")
     p.set_defaults(run=_cmd_demo)
 
-    p = command("gui", "Open the desktop launcher (needs the gui extra: PySide6)")
-    p.set_defaults(run=_cmd_gui)
+    # Commands other distributions or packages add (the desktop launcher's `advface gui`), registered
+    # under the entry-point group "advface.commands" so the core never imports them.
+    for entry in importlib.metadata.entry_points(group="advface.commands"):
+        entry.load()(command)
     return parser
 
 

@@ -246,3 +246,18 @@ class Gallery:
             matches = tuple(Match(names[j], float(row[j])) for j in order)
             results.append(Identification(matches, self.threshold))
         return results
+
+
+def gallery_files(folder) -> list[tuple[Path, str]]:
+    """``(image, identity)`` pairs of a gallery folder: one sub-folder per person, or flat ``name[N].jpg``
+    files named after the person (:func:`label_from_filename`)."""
+    from advface.errors import AdvfaceError
+    from advface.images import list_images
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AdvfaceError(f"A gallery must be a folder of face images. Received: gallery={str(folder)!r}.")
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir())
+    if subfolders:
+        return [(f, sub.name) for sub in subfolders for f in list_images(sub)]
+    return [(f, label_from_filename(f)) for f in list_images(folder)]

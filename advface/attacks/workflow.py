@@ -155,13 +155,12 @@ class _GoalMaker:
 
 def _gallery(model, aligner, folder: Path, threshold: float | None, photos: list[Path]):
     """The gallery's embeddings, leaving out the attacked photos themselves (a probe is never enrolled)."""
-    from advface.cli import _gallery_files
     from advface.images import load_image
-    from advface.verification import Gallery
+    from advface.verification import Gallery, gallery_files
 
     attacked = {p.resolve() for p in photos}
     chips, labels = [], []
-    for f, label in _gallery_files(folder):
+    for f, label in gallery_files(folder):
         if f.resolve() in attacked:
             continue
         faces = aligner.align(load_image(f), model.template)

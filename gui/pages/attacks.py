@@ -32,12 +32,13 @@ from advface.alignment import FaceAligner
 from advface.attacks import ATTACKS, AttackResult, Dodge, attack_parameters, make_attack
 from advface.attacks.pixel import parse_epsilon
 from advface.errors import AdvfaceError
-from advface.gui.pages.recognition import (
-    _IMAGE_FILTER,
+from advface.gui.pages.common import (
     DEFAULT_MODEL,
-    RecognitionPage,
-    _embedding_model,
-    _pixmap,
+    IMAGE_FILTER,
+    embedding_model,
+    message_label,
+    model_choices,
+    pixmap,
 )
 from advface.images import load_image
 from advface.progress import Progress, report
@@ -106,7 +107,7 @@ def run_attack(
 ) -> AttackRun:
     """Align the largest face of ``path`` for ``model`` and attack it (goal: dodge its clean embedding)."""
     # 1. Model and attack first: a bad setting fails before the slow parts.
-    face_model = _embedding_model(model)
+    face_model = embedding_model(model)
     attacker = make_attack(attack, **attack_settings(attack, epsilon, steps))
     # 2. The chip and its clean embedding.
     report(progress, 0, None, "align")
@@ -144,13 +145,13 @@ class _Picture(QGroupBox):
         layout.addWidget(self.caption)
 
     def show_image(self, pixels: np.ndarray, caption: str = "") -> None:
-        pixmap = _pixmap(pixels).scaled(
+        picture = pixmap(pixels).scaled(
             self.size,
             self.size,
             Qt.AspectRatioMode.KeepAspectRatio,
             Qt.TransformationMode.SmoothTransformation,
         )
-        self.image.setPixmap(pixmap)
+        self.image.setPixmap(picture)
         self.caption.setText(caption)
 
     def clear(self) -> None:
@@ -183,7 +184,7 @@ class AttackPage(QWidget):
 
         # 2. The settings.
         self.model_combo = QComboBox()
-        self.model_combo.addItems(RecognitionPage._model_choices())
+        self.model_combo.addItems(model_choices())
         self._select(self.model_combo, str(settings.value("attacks/model", DEFAULT_MODEL)), DEFAULT_MODEL)
         self.attack_combo = QComboBox()
         self.attack_combo.addItems(list(ATTACKS))
@@ -213,10 +214,7 @@ class AttackPage(QWidget):
         self.verdict = QLabel("Open a photo and press Attack.")
         self.verdict.setWordWrap(True)
         self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-        self.message.setStyleSheet("color: #b00020;")
-        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message = message_label()
 
         self._layout()
         worker.progress.connect(self._progress)
@@ -286,7 +284,7 @@ class AttackPage(QWidget):
 
     def _browse_image(self) -> None:
         start = str(self.settings.value("attacks/folder", ""))
-        path, _ = QFileDialog.getOpenFileName(self, "Open image", start, _IMAGE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", start, IMAGE_FILTER)
         if path:
             self.settings.setValue("attacks/folder", str(Path(path).parent))
             self.open_image(path)
@@ -302,13 +300,13 @@ class AttackPage(QWidget):
         self.path = Path(path)
         h, w = image.shape[:2]
         scale = min(_PHOTO_SIZE / w, _PHOTO_SIZE / h)
-        pixmap = _pixmap(image).scaled(
+        picture = pixmap(image).scaled(
             max(1, round(w * scale)),
             max(1, round(h * scale)),
             Qt.AspectRatioMode.KeepAspectRatio,
             Qt.TransformationMode.SmoothTransformation,
         )
-        self.photo.setPixmap(pixmap)
+        self.photo.setPixmap(picture)
         self.photo_caption.setText(f"{self.path.name} ({w}x{h})")
         return True
 

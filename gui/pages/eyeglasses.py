@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSettings, QSize, Qt
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
     QButtonGroup,
     QFileDialog,
@@ -34,7 +34,8 @@ from PySide6.QtWidgets import (
 from advface.alignment import FaceAligner
 from advface.glasses.dcgan import generate, load_generator, sample_latents
 from advface.glasses.geometry import GlassesRenderer, Placement
-from advface.images import load_image, to_uint8
+from advface.gui.pages.common import IMAGE_FILTER, message_label, pixmap
+from advface.images import load_image
 from advface.progress import report
 
 TEMPLATE = "dlib"
@@ -43,7 +44,6 @@ COLUMNS = 4
 SLIDERS = 5
 _STEPS = 100  # slider ticks per unit of latent
 _CHIP_VIEW = 300
-_IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff *.gif);;All files (*)"
 
 
 # -- results of the jobs (built off the GUI thread) -------------------------------------------------
@@ -108,12 +108,6 @@ def wear(renderer: GlassesRenderer, frame: np.ndarray, chip: np.ndarray) -> np.n
 # -- widgets -----------------------------------------------------------------------------------------
 
 
-def _pixmap(image: np.ndarray) -> QPixmap:
-    pixels = np.ascontiguousarray(to_uint8(image))
-    h, w = pixels.shape[:2]
-    return QPixmap.fromImage(QImage(pixels.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy())
-
-
 class EyeglassesPage(QWidget):
     """Sample eyeglass frames, edit the selected one's latents and try it on a face photo."""
 
@@ -174,10 +168,7 @@ class EyeglassesPage(QWidget):
             label.setFixedSize(_CHIP_VIEW, _CHIP_VIEW)
         self.caption = QLabel("")
 
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-        self.message.setStyleSheet("color: #b00020;")
-        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message = message_label()
 
         self._layout()
         worker.finished.connect(self._finished)
@@ -266,12 +257,12 @@ class EyeglassesPage(QWidget):
         self.frames[self.selected] = generate(
             self.generator, self.latents[self.selected : self.selected + 1]
         )[0]
-        self.buttons[self.selected].setIcon(QIcon(_pixmap(self.frames[self.selected])))
+        self.buttons[self.selected].setIcon(QIcon(pixmap(self.frames[self.selected])))
         self._show_selected()
 
     def _browse_image(self) -> None:
         start = str(self.settings.value("eyeglasses/folder", ""))
-        path, _ = QFileDialog.getOpenFileName(self, "Open a face photo", start, _IMAGE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open a face photo", start, IMAGE_FILTER)
         if path:
             self.settings.setValue("eyeglasses/folder", str(Path(path).parent))
             self.open_image(path)
@@ -301,7 +292,7 @@ class EyeglassesPage(QWidget):
         if frame is None:
             return
         self.preview.setPixmap(
-            _pixmap(frame).scaled(
+            pixmap(frame).scaled(
                 352, 128, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation
             )
         )
@@ -311,11 +302,11 @@ class EyeglassesPage(QWidget):
         if self.fitted is None or self.frame is None:
             return
         self.worn = wear(self.fitted.renderer, self.frame, self.fitted.chip)
-        self.worn_label.setPixmap(self._chip_pixmap(self.worn))
+        self.worn_label.setPixmap(self._chip_picture(self.worn))
 
     @staticmethod
-    def _chip_pixmap(chip: np.ndarray) -> QPixmap:
-        return _pixmap(chip).scaled(
+    def _chip_picture(chip: np.ndarray) -> QPixmap:
+        return pixmap(chip).scaled(
             _CHIP_VIEW,
             _CHIP_VIEW,
             Qt.AspectRatioMode.KeepAspectRatio,
@@ -333,7 +324,7 @@ class EyeglassesPage(QWidget):
             self.reroll()
         elif isinstance(result, Fitted):
             self.fitted = result
-            self.bare.setPixmap(self._chip_pixmap(result.chip))
+            self.bare.setPixmap(self._chip_picture(result.chip))
             self.caption.setText(f"{result.path.name}: largest face, {TEMPLATE} template")
             if self.frame is None:
                 self.worn_label.setText("sample frames first")
@@ -343,7 +334,7 @@ class EyeglassesPage(QWidget):
         self.seed = result.seed
         self.latents, self.frames = result.latents.copy(), result.frames.copy()
         for button, frame in zip(self.buttons, self.frames, strict=True):
-            button.setIcon(QIcon(_pixmap(frame)))
+            button.setIcon(QIcon(pixmap(frame)))
         self.select(min(self.selected, len(self.frames) - 1))
 
     def _failed(self, message: str, details: str = "") -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSettings, Qt
-from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
+from PySide6.QtGui import QColor, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -32,16 +32,22 @@ from PySide6.QtWidgets import (
 
 from advface.alignment import AlignedFace, FaceAligner
 from advface.errors import AdvfaceError, NoFaceError
-from advface.images import list_images, load_image, to_uint8
+from advface.gui.pages.common import (
+    DEFAULT_MODEL,
+    IMAGE_FILTER,
+    embedding_model,
+    message_label,
+    model_choices,
+    pixmap,
+)
+from advface.images import load_image
 from advface.progress import report
-from advface.verification import Gallery, Identification, label_from_filename
-from advface.zoo import get_spec, list_models, load_model
+from advface.verification import Gallery, Identification, gallery_files
+from advface.zoo import get_spec
 
 SLOTS = ("A", "B")
-DEFAULT_MODEL = "dlib-resnet"
 _PHOTO_SIZE = 320
 _CHIP_SIZE = 150
-_IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff *.gif);;All files (*)"
 
 
 # -- results of the jobs (built off the GUI thread) -------------------------------------------------
@@ -105,20 +111,10 @@ def _largest(view: SlotView) -> AlignedFace:
     return view.faces[0]
 
 
-def _embedding_model(name: str):
-    model = load_model(name)
-    if model.kind != "embedding":
-        raise AdvfaceError(
-            f"Recognition compares embeddings, and {model.name} is a {model.kind}. Received: "
-            f"model={name!r}. Choose an embedding model."
-        )
-    return model
-
-
 def verify_pair(*, path_a, path_b, model: str, aligner: FaceAligner, progress=None) -> VerifyResult:
     """1:1 verification of the largest faces of two photos with zoo model ``model``."""
     # 1. Load the model (cached per process after the first call).
-    face_model = _embedding_model(model)
+    face_model = embedding_model(model)
     report(progress, 1, 3, "model")
     # 2. Detect and align both photos for the model's template.
     template = face_model.template.name
@@ -133,23 +129,11 @@ def verify_pair(*, path_a, path_b, model: str, aligner: FaceAligner, progress=No
     return VerifyResult(a, b, face_model.name, distance, float(face_model.threshold))
 
 
-def gallery_files(folder: Path) -> list[tuple[Path, str]]:
-    """``(image, identity)`` of a gallery folder: one sub-folder per person, or flat ``name[N].jpg``
-    files (the layout ``advface identify --gallery`` reads)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise AdvfaceError(f"The gallery must be a folder of face images. Received: {folder}.")
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir())
-    if subfolders:
-        return [(f, sub.name) for sub in subfolders for f in list_images(sub)]
-    return [(f, label_from_filename(f)) for f in list_images(folder)]
-
-
 def identify_probe(
     *, probe, gallery, model: str, k: int, aligner: FaceAligner, slot: str = "A", progress=None
 ) -> IdentifyResult:
     """1:N identification of the largest face of ``probe`` against the gallery folder ``gallery``."""
-    face_model = _embedding_model(model)
+    face_model = embedding_model(model)
     template = face_model.template.name
     probe_view = prepare_slot(slot=slot, path=probe, template=template, aligner=aligner)
     probe_chip = _largest(probe_view).chip
@@ -179,23 +163,17 @@ def identify_probe(
 # -- widgets -----------------------------------------------------------------------------------------
 
 
-def _pixmap(image: np.ndarray) -> QPixmap:
-    pixels = np.ascontiguousarray(to_uint8(image))
-    h, w = pixels.shape[:2]
-    return QPixmap.fromImage(QImage(pixels.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy())
-
-
 def _annotated(view: SlotView, size: int) -> QPixmap:
     """The photo scaled to fit ``size`` with every face's box (largest green) and landmarks drawn."""
     h, w = view.image.shape[:2]
     scale = min(size / w, size / h)
-    pixmap = _pixmap(view.image).scaled(
+    picture = pixmap(view.image).scaled(
         max(1, round(w * scale)),
         max(1, round(h * scale)),
         Qt.AspectRatioMode.IgnoreAspectRatio,
         Qt.TransformationMode.SmoothTransformation,
     )
-    painter = QPainter(pixmap)
+    painter = QPainter(picture)
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     for i, aligned in enumerate(view.faces):
         colour = QColor("#2ecc40") if i == 0 else QColor("#ffdc00")
@@ -208,7 +186,7 @@ def _annotated(view: SlotView, size: int) -> QPixmap:
         for x, y in aligned.face.landmarks:
             painter.drawEllipse(QPointF(x * scale, y * scale), 2.5, 2.5)
     painter.end()
-    return pixmap
+    return picture
 
 
 class DistanceGauge(QWidget):
@@ -276,7 +254,7 @@ class _Slot(QGroupBox):
     def show_view(self, view: SlotView) -> None:
         self.photo.setPixmap(_annotated(view, _PHOTO_SIZE))
         if view.faces:
-            chip = _pixmap(view.faces[0].chip).scaled(
+            chip = pixmap(view.faces[0].chip).scaled(
                 _CHIP_SIZE,
                 _CHIP_SIZE,
                 Qt.AspectRatioMode.KeepAspectRatio,
@@ -312,7 +290,7 @@ class RecognitionPage(QWidget):
             slot.open_button.clicked.connect(lambda _=False, n=name: self._browse_image(n))
 
         self.model_combo = QComboBox()
-        self.model_combo.addItems(self._model_choices())
+        self.model_combo.addItems(model_choices())
         saved = str(settings.value("recognition/model", DEFAULT_MODEL))
         index = self.model_combo.findText(saved)
         self.model_combo.setCurrentIndex(max(index, self.model_combo.findText(DEFAULT_MODEL), 0))
@@ -341,10 +319,7 @@ class RecognitionPage(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.identity = QLabel("")
 
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-        self.message.setStyleSheet("color: #b00020;")
-        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message = message_label()
 
         self._layout()
         worker.finished.connect(self._finished)
@@ -385,15 +360,6 @@ class RecognitionPage(QWidget):
 
     # -- configuration ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _model_choices() -> list[str]:
-        try:
-            rows = list_models()
-        except AdvfaceError:
-            return [DEFAULT_MODEL]
-        names = [r["name"] for r in rows if r["available"] and r["kind"] == "embedding"]
-        return names or [DEFAULT_MODEL]
-
     @property
     def model_name(self) -> str:
         return self.model_combo.currentText()
@@ -410,7 +376,7 @@ class RecognitionPage(QWidget):
 
     def _browse_image(self, slot: str) -> None:
         start = str(self.settings.value("recognition/folder", ""))
-        path, _ = QFileDialog.getOpenFileName(self, f"Open image {slot}", start, _IMAGE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, f"Open image {slot}", start, IMAGE_FILTER)
         if path:
             self.settings.setValue("recognition/folder", str(Path(path).parent))
             self.open_image(slot, path)

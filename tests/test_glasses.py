@@ -239,8 +239,15 @@ def test_the_success_check_uses_the_physical_warp_not_a_digital_paste():
         real_glasses=real,
         learning_rate=1e-9,
     )
-    hit = EyeglassAttack(**kwargs)(model, faces, goal, placement=physical, seed=0)
+    steps = []
+    hit = EyeglassAttack(**kwargs)(model, faces, goal, placement=physical, seed=0, progress=steps.append)
     assert hit.success and hit.history[-1].best_fraction == 1.0 and np.all(hit.scores_after > 0.3)
+    # The live view's best frame after the check (the GUI shows it) is the frame the result returns.
+    live = steps[-1].metrics
+    np.testing.assert_array_equal(live["glasses"], hit.glasses)
+    np.testing.assert_allclose(live["worn"], hit.images, atol=1e-6)
+    np.testing.assert_allclose(live["scores"], hit.scores_after, atol=1e-5)
+    assert live["fooled"].tolist() == hit.success_per_image.tolist()
     miss = EyeglassAttack(**kwargs)(model, faces, goal, placement=digital, seed=0)
     assert not miss.success and miss.history[-1].best_fraction == 0.0
     # The returned photos are the warped composite.

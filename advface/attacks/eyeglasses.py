@@ -246,7 +246,9 @@ class EyeglassAttack:
                 the template pose (digital attack). A physical placement (fitted to printed marks) is used
                 in the steps and in the success check alike.
             progress: called once per step (stage ``"eyeglasses"``, metrics: the step's
-                :class:`EyeglassStep` fields); may raise ``Cancelled``.
+                :class:`EyeglassStep` fields; after a check also the best frame so far for a live view:
+                ``glasses`` ``(64, 176, 3)``, ``worn`` ``(N, S, S, 3)`` (the photos wearing it, 8-bit),
+                ``scores`` and ``fooled`` ``(N,)``); may raise ``Cancelled``.
             seed: seeds the latents, the batches and the procedural real frames.
         """
         import keras
@@ -343,12 +345,16 @@ class EyeglassAttack:
                 step, g_loss, realism, d_loss, checked, max(best["fraction"], 0.0), best["objective"]
             )
             history.append(record)
+            live = {k: best[k] for k in ("worn", "scores", "fooled")} if checked else {}
+            if checked:
+                live["glasses"] = best["canvas"]
             report(
                 progress,
                 step,
                 self.steps,
                 "eyeglasses",
                 **{k: v for k, v in vars(record).items() if k != "step"},
+                **live,
             )
             if success:
                 break
@@ -378,6 +384,9 @@ class EyeglassAttack:
         # Best frame: most photos fooled, then the lowest goal loss.
         i = max(range(k), key=lambda j: (fraction[j], -loss[j]))
         return dict(
+            worn=worn[i * n : (i + 1) * n].astype(np.float32),
+            scores=np.asarray(verdict.score).reshape(k, n)[i].copy(),
+            fooled=success[i].copy(),
             canvas=np.round(canvases[i] * 255) / 255,
             key=(fraction[i], -loss[i]),
             fraction=float(fraction[i]),

@@ -35,10 +35,13 @@ from advface.errors import AdvfaceError
 from advface.gui.pages.common import (
     DEFAULT_MODEL,
     IMAGE_FILTER,
+    JobPage,
+    Picture,
     embedding_model,
     message_label,
     model_choices,
     pixmap,
+    select,
 )
 from advface.images import load_image
 from advface.progress import Progress, report
@@ -48,7 +51,6 @@ DEFAULT_EPSILON = "4/255"
 DEFAULT_STEPS = 10
 MAGNIFY = 10.0
 _PHOTO_SIZE = 260
-_CHIP_SIZE = 200
 
 
 @dataclass(frozen=True)
@@ -128,51 +130,16 @@ def run_attack(
     )
 
 
-class _Picture(QGroupBox):
-    """A titled square image with a caption."""
-
-    def __init__(self, title: str, size: int = _CHIP_SIZE):
-        super().__init__(title)
-        self.size = size
-        self.image = QLabel("-")
-        self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.image.setFixedSize(size, size)
-        self.caption = QLabel("")
-        self.caption.setWordWrap(True)
-        self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.image, 0, Qt.AlignmentFlag.AlignCenter)
-        layout.addWidget(self.caption)
-
-    def show_image(self, pixels: np.ndarray, caption: str = "") -> None:
-        picture = pixmap(pixels).scaled(
-            self.size,
-            self.size,
-            Qt.AspectRatioMode.KeepAspectRatio,
-            Qt.TransformationMode.SmoothTransformation,
-        )
-        self.image.setPixmap(picture)
-        self.caption.setText(caption)
-
-    def clear(self) -> None:
-        self.image.clear()
-        self.image.setText("-")
-        self.caption.setText("")
-
-
-class AttackPage(QWidget):
+class AttackPage(JobPage):
     """Run a pixel attack (FGSM, BIM, PGD, ...) on one photo's face and show what it changed."""
 
     title = "Pixel attacks"
 
     def __init__(self, worker, settings: QSettings, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.worker = worker
-        self.settings = settings
+        super().__init__(worker, settings, parent)
         self.aligner = FaceAligner()
         self.path: Path | None = None
         self.last_run: AttackRun | None = None
-        self._mine = False  # the worker is shared by all pages: react only to our own job
 
         # 1. The photo.
         self.open_button = QPushButton("Open image...")
@@ -185,10 +152,10 @@ class AttackPage(QWidget):
         # 2. The settings.
         self.model_combo = QComboBox()
         self.model_combo.addItems(model_choices())
-        self._select(self.model_combo, str(settings.value("attacks/model", DEFAULT_MODEL)), DEFAULT_MODEL)
+        select(self.model_combo, str(settings.value("attacks/model", DEFAULT_MODEL)), DEFAULT_MODEL)
         self.attack_combo = QComboBox()
         self.attack_combo.addItems(list(ATTACKS))
-        self._select(self.attack_combo, str(settings.value("attacks/attack", DEFAULT_ATTACK)), DEFAULT_ATTACK)
+        select(self.attack_combo, str(settings.value("attacks/attack", DEFAULT_ATTACK)), DEFAULT_ATTACK)
         self.epsilon_edit = QLineEdit(str(settings.value("attacks/epsilon", DEFAULT_EPSILON)))
         self.epsilon_edit.setToolTip("A number or a fraction of the pixel range, e.g. 4/255")
         self.steps_spin = QSpinBox()
@@ -202,33 +169,21 @@ class AttackPage(QWidget):
         self.run_button.clicked.connect(lambda: self.run_attack())
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self.worker.stop)
+        self.stop_button.clicked.connect(self.stop)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
 
         # 4. The results.
-        self.clean_view = _Picture("Clean chip")
-        self.adv_view = _Picture("Adversarial chip")
-        self.delta_view = _Picture(f"Perturbation x{MAGNIFY:g}")
+        self.clean_view = Picture("Clean chip")
+        self.adv_view = Picture("Adversarial chip")
+        self.delta_view = Picture(f"Perturbation x{MAGNIFY:g}")
         self.verdict = QLabel("Open a photo and press Attack.")
         self.verdict.setWordWrap(True)
         self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message = message_label()
 
         self._layout()
-        worker.progress.connect(self._progress)
-        worker.finished.connect(self._finished)
-        worker.failed.connect(self._failed)
-        worker.cancelled.connect(self._cancelled)
-        worker.busy.connect(self._busy)
-
-    @staticmethod
-    def _select(combo: QComboBox, wanted: str, default: str) -> None:
-        index = combo.findText(wanted)
-        if index < 0:
-            index = combo.findText(default)
-        combo.setCurrentIndex(max(index, 0))
 
     def _layout(self) -> None:
         photo_box = QGroupBox("Photo")
@@ -350,8 +305,7 @@ class AttackPage(QWidget):
             ("steps", self.steps_spin.value()),
         ):
             self.settings.setValue(f"attacks/{key}", value)
-        self._mine = True  # before start(): its busy(True) already enables Stop
-        self._mine = self.worker.start(
+        started = self.start_job(
             run_attack,
             path=self.path,
             model=self.model_name,
@@ -360,32 +314,23 @@ class AttackPage(QWidget):
             steps=self.steps_spin.value(),
             aligner=self.aligner,
         )
-        if not self._mine:
+        if not started:
             self._show_message("Busy: wait for the running job to finish (or stop it).")
             return False
         self.progress_bar.setRange(0, 0)
         self.verdict.setText(f"Running {self.attack_name} on {self.path.name} ...")
         return True
 
-    def stop(self) -> None:
-        if self._mine:
-            self.worker.stop()
-
     # -- results ------------------------------------------------------------------------------------
 
-    def _progress(self, p: Progress) -> None:
-        if not self._mine:
-            return
+    def on_progress(self, p: Progress) -> None:
         if p.total:
             self.progress_bar.setRange(0, p.total)
             self.progress_bar.setValue(min(p.step, p.total))
         else:
             self.progress_bar.setRange(0, 0)
 
-    def _finished(self, run: object) -> None:
-        if not self._mine:
-            return
-        self._mine = False
+    def on_finished(self, run: object) -> None:
         if not isinstance(run, AttackRun):
             return
         self.last_run = run
@@ -408,30 +353,24 @@ class AttackPage(QWidget):
         )
         self.verdict.setStyleSheet(f"color: {'#1e7e34' if run.success else '#b00020'}; font-weight: bold;")
 
-    def _failed(self, message: str, details: str = "") -> None:
-        if not self._mine:
-            return
-        self._mine = False
+    def on_failed(self, message: str, details: str = "") -> None:
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.verdict.setText("Attack failed.")
         self.verdict.setStyleSheet("")
         self._show_message(message)
 
-    def _cancelled(self) -> None:
-        if not self._mine:
-            return
-        self._mine = False
+    def on_cancelled(self) -> None:
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.verdict.setText("Stopped.")
         self.verdict.setStyleSheet("")
         self._show_message("Stopped.")
 
-    def _busy(self, busy: bool) -> None:
+    def on_busy(self, busy: bool, mine: bool) -> None:
         self.run_button.setEnabled(not busy)
         self.open_button.setEnabled(not busy)
-        self.stop_button.setEnabled(busy and self._mine)
+        self.stop_button.setEnabled(busy and mine)
 
     def _show_message(self, text: str) -> None:
         self.message.setText(text)

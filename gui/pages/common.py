@@ -1,12 +1,13 @@
 """Small pieces every launcher page uses: the image filter of open dialogs, numpy images as pixmaps, the
-in-page message line and the embedding-model loader."""
+in-page message line, the embedding-model loader, a captioned picture and :class:`JobPage`, the base class
+of pages that run jobs on the shared worker."""
 
 from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import QLabel
+from PySide6.QtWidgets import QComboBox, QGroupBox, QLabel, QVBoxLayout, QWidget
 
 from advface.errors import AdvfaceError
 from advface.images import to_uint8
@@ -54,3 +55,126 @@ def model_choices() -> list[str]:
         return [DEFAULT_MODEL]
     names = [r["name"] for r in rows if r["available"] and r["kind"] == "embedding"]
     return names or [DEFAULT_MODEL]
+
+
+def select(combo: QComboBox, wanted: str, default: str) -> None:
+    """Choose ``wanted`` in ``combo`` (a remembered setting), else ``default``, else the first item."""
+    index = combo.findText(wanted)
+    if index < 0:
+        index = combo.findText(default)
+    combo.setCurrentIndex(max(index, 0))
+
+
+class Picture(QGroupBox):
+    """A titled image of fixed size (the aspect ratio kept) with a selectable caption under it."""
+
+    def __init__(self, title: str, size: int = 200, height: int | None = None):
+        super().__init__(title)
+        self.size, self.height_px = size, height or size
+        self.image = QLabel("-")
+        self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.image.setFixedSize(self.size, self.height_px)
+        self.caption = QLabel("")
+        self.caption.setWordWrap(True)
+        self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.image, 0, Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(self.caption)
+
+    def show_image(self, pixels: np.ndarray, caption: str = "") -> None:
+        picture = pixmap(pixels).scaled(
+            self.size,
+            self.height_px,
+            Qt.AspectRatioMode.KeepAspectRatio,
+            Qt.TransformationMode.SmoothTransformation,
+        )
+        self.image.setPixmap(picture)
+        self.caption.setText(caption)
+
+    def clear(self) -> None:
+        self.image.clear()
+        self.image.setText("-")
+        self.caption.setText("")
+
+
+class JobPage(QWidget):
+    """A page that runs jobs on the launcher's shared worker and reacts only to its own.
+
+    The worker's signals reach every page; this base class keeps track of whether the running job is this
+    page's and calls the hooks below only then. A subclass builds its widgets, calls :meth:`start_job`
+    and overrides the hooks it needs:
+
+    - ``on_busy(busy, mine)``: any job started (``True``) or ended; enable or disable buttons here;
+    - ``on_progress(p)``, ``on_finished(result)``, ``on_failed(message, details)``, ``on_cancelled()``:
+      this page's job only.
+
+    ``title`` names the page in the launcher; the constructor is ``(worker, settings)``.
+    """
+
+    title = ""
+
+    def __init__(self, worker, settings, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.worker = worker
+        self.settings = settings
+        self._mine = False  # the running job is this page's
+        worker.busy.connect(self._busy)
+        worker.progress.connect(self._progress)
+        worker.finished.connect(self._finished)
+        worker.failed.connect(self._failed)
+        worker.cancelled.connect(self._cancelled)
+
+    @property
+    def running(self) -> bool:
+        """This page's job is running."""
+        return self._mine
+
+    def start_job(self, fn, **kwargs) -> bool:
+        """Run ``fn(progress=..., **kwargs)`` on the worker; ``False`` when another job is running."""
+        self._mine = True  # before start(): its busy(True) already reaches on_busy as ours
+        self._mine = self.worker.start(fn, **kwargs)
+        return self._mine
+
+    def stop(self) -> None:
+        """Ask this page's job to stop (it ends with ``on_cancelled``)."""
+        if self._mine:
+            self.worker.stop()
+
+    # -- hooks ----------------------------------------------------------------------------------------
+    def on_busy(self, busy: bool, mine: bool) -> None:
+        pass
+
+    def on_progress(self, p) -> None:
+        pass
+
+    def on_finished(self, result) -> None:
+        pass
+
+    def on_failed(self, message: str, details: str) -> None:
+        pass
+
+    def on_cancelled(self) -> None:
+        pass
+
+    # -- the worker's signals -------------------------------------------------------------------------
+    def _busy(self, busy: bool) -> None:
+        self.on_busy(busy, self._mine)
+
+    def _progress(self, p) -> None:
+        if self._mine:
+            self.on_progress(p)
+
+    def _finished(self, result) -> None:
+        if self._mine:
+            self._mine = False
+            self.on_finished(result)
+
+    def _failed(self, message: str, details: str) -> None:
+        if self._mine:
+            self._mine = False
+            self.on_failed(message, details)
+
+    def _cancelled(self) -> None:
+        if self._mine:
+            self._mine = False
+            self.on_cancelled()

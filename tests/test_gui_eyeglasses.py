@@ -35,14 +35,14 @@ def page(qtbot, settings):
     qtbot.addWidget(page)
     page.resize(1000, 1000)
     page.show()  # the first show samples frames from the spin box's seed
-    qtbot.waitUntil(lambda: page._job is None and page.frames is not None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: page.job is None and page.frames is not None, timeout=TIMEOUT_MS)
     yield page
     worker.shutdown()
 
 
 def _run(qtbot, page, started: bool) -> None:
     assert started, page.message.text()
-    qtbot.waitUntil(lambda: page._job is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: page.job is None, timeout=TIMEOUT_MS)
 
 
 def test_samples_reroll_and_reproduce(qtbot, page):
@@ -57,7 +57,7 @@ def test_samples_reroll_and_reproduce(qtbot, page):
     assert page.preview.pixmap() is not None and not page.preview.pixmap().isNull()
 
     _run(qtbot, page, page.reroll(7))
-    assert page.seed == 7 and page._job is None  # sampled in the GUI thread once loaded
+    assert page.seed == 7 and page.job is None  # sampled in the GUI thread once loaded
     assert np.abs(page.frames - first).max() > 0.1
     np.testing.assert_array_equal(page.latents, sample_latents(FRAMES, 7))
     _run(qtbot, page, page.reroll(0))

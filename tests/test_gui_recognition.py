@@ -67,7 +67,7 @@ def page(qtbot, settings):
 def _run(qtbot, page, started: bool) -> None:
     """Wait for the page's job to end (the worker delivers its result in the GUI thread)."""
     assert started, page.message.text()
-    qtbot.waitUntil(lambda: page._job is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: page.job is None, timeout=TIMEOUT_MS)
 
 
 def _open(qtbot, page, slot, path) -> None:

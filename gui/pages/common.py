@@ -106,7 +106,7 @@ class JobPage(QWidget):
 
     - ``on_busy(busy, mine)``: any job started (``True``) or ended; enable or disable buttons here;
     - ``on_progress(p)``, ``on_finished(result)``, ``on_failed(message, details)``, ``on_cancelled()``:
-      this page's job only.
+      this page's job only; :attr:`job` still names it during the last three, and is None after.
 
     ``title`` names the page in the launcher; the constructor is ``(worker, settings)``.
     """
@@ -118,6 +118,7 @@ class JobPage(QWidget):
         self.worker = worker
         self.settings = settings
         self._mine = False  # the running job is this page's
+        self.job: str | None = None  # its name, for pages that run several kinds of job
         worker.busy.connect(self._busy)
         worker.progress.connect(self._progress)
         worker.finished.connect(self._finished)
@@ -129,10 +130,13 @@ class JobPage(QWidget):
         """This page's job is running."""
         return self._mine
 
-    def start_job(self, fn, **kwargs) -> bool:
-        """Run ``fn(progress=..., **kwargs)`` on the worker; ``False`` when another job is running."""
-        self._mine = True  # before start(): its busy(True) already reaches on_busy as ours
+    def start_job(self, fn, *, job: str = "job", **kwargs) -> bool:
+        """Run ``fn(progress=..., **kwargs)`` on the worker as this page's job named ``job`` (see
+        :attr:`job` in the hooks); ``False`` when another job is running."""
+        self._mine, self.job = True, job  # before start(): its busy(True) already reaches on_busy as ours
         self._mine = self.worker.start(fn, **kwargs)
+        if not self._mine:
+            self.job = None
         return self._mine
 
     def stop(self) -> None:
@@ -157,6 +161,10 @@ class JobPage(QWidget):
         pass
 
     # -- the worker's signals -------------------------------------------------------------------------
+    def _ended(self) -> None:
+        if not self._mine:  # a hook may have started the next job already
+            self.job = None
+
     def _busy(self, busy: bool) -> None:
         self.on_busy(busy, self._mine)
 
@@ -167,14 +175,23 @@ class JobPage(QWidget):
     def _finished(self, result) -> None:
         if self._mine:
             self._mine = False
-            self.on_finished(result)
+            try:
+                self.on_finished(result)
+            finally:
+                self._ended()
 
     def _failed(self, message: str, details: str) -> None:
         if self._mine:
             self._mine = False
-            self.on_failed(message, details)
+            try:
+                self.on_failed(message, details)
+            finally:
+                self._ended()
 
     def _cancelled(self) -> None:
         if self._mine:
             self._mine = False
-            self.on_cancelled()
+            try:
+                self.on_cancelled()
+            finally:
+                self._ended()

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from advface.alignment import FaceAligner
 from advface.glasses.dcgan import generate, load_generator, sample_latents
 from advface.glasses.geometry import GlassesRenderer, Placement
-from advface.gui.pages.common import IMAGE_FILTER, message_label, pixmap
+from advface.gui.pages.common import IMAGE_FILTER, JobPage, message_label, pixmap
 from advface.images import load_image
 from advface.progress import report
 
@@ -108,15 +108,13 @@ def wear(renderer: GlassesRenderer, frame: np.ndarray, chip: np.ndarray) -> np.n
 # -- widgets -----------------------------------------------------------------------------------------
 
 
-class EyeglassesPage(QWidget):
+class EyeglassesPage(JobPage):
     """Sample eyeglass frames, edit the selected one's latents and try it on a face photo."""
 
     title = "Eyeglasses"
 
     def __init__(self, worker, settings: QSettings, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.worker = worker
-        self.settings = settings
+        super().__init__(worker, settings, parent)
         self.aligner = FaceAligner()
         self.generator = None
         self.seed: int | None = None
@@ -125,7 +123,6 @@ class EyeglassesPage(QWidget):
         self.selected = 0
         self.fitted: Fitted | None = None
         self.worn: np.ndarray | None = None
-        self._job: str | None = None  # this page's job in flight: the worker is shared by all pages
 
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
@@ -171,10 +168,6 @@ class EyeglassesPage(QWidget):
         self.message = message_label()
 
         self._layout()
-        worker.finished.connect(self._finished)
-        worker.failed.connect(self._failed)
-        worker.cancelled.connect(self._cancelled)
-        worker.busy.connect(self._busy)
 
     def _layout(self) -> None:
         grid_box = QGroupBox("Frames from the eyeglass generator")
@@ -216,7 +209,7 @@ class EyeglassesPage(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
         super().showEvent(event)
-        if self.frames is None and self._job is None and not getattr(self.worker, "is_busy", False):
+        if self.frames is None and self.job is None and not getattr(self.worker, "is_busy", False):
             self.reroll()
 
     # -- actions ------------------------------------------------------------------------------------
@@ -273,9 +266,7 @@ class EyeglassesPage(QWidget):
 
     def _start(self, job: str, fn, **kwargs) -> bool:
         self._show_message("")
-        self._job = job
-        if not self.worker.start(fn, **kwargs):
-            self._job = None
+        if not self.start_job(fn, job=job, **kwargs):
             self._show_message("Busy: wait for the running job to finish (or stop it).")
             return False
         return True
@@ -315,10 +306,7 @@ class EyeglassesPage(QWidget):
 
     # -- results ------------------------------------------------------------------------------------
 
-    def _finished(self, result) -> None:
-        if self._job is None:
-            return  # another page's job
-        self._job = None
+    def on_finished(self, result) -> None:
         if isinstance(result, _Loaded):
             self.generator = result.generator
             self.reroll()
@@ -337,19 +325,13 @@ class EyeglassesPage(QWidget):
             button.setIcon(QIcon(pixmap(frame)))
         self.select(min(self.selected, len(self.frames) - 1))
 
-    def _failed(self, message: str, details: str = "") -> None:
-        if self._job is None:
-            return
-        self._job = None
+    def on_failed(self, message: str, details: str = "") -> None:
         self._show_message(message)
 
-    def _cancelled(self) -> None:
-        if self._job is None:
-            return
-        self._job = None
+    def on_cancelled(self) -> None:
         self._show_message("Stopped.")
 
-    def _busy(self, busy: bool) -> None:
+    def on_busy(self, busy: bool, mine: bool) -> None:
         for button in (self.reroll_button, self.open_button):
             button.setEnabled(not busy)
 

@@ -35,6 +35,7 @@ from advface.errors import AdvfaceError, NoFaceError
 from advface.gui.pages.common import (
     DEFAULT_MODEL,
     IMAGE_FILTER,
+    JobPage,
     embedding_model,
     message_label,
     model_choices,
@@ -268,21 +269,18 @@ class _Slot(QGroupBox):
         self.caption.setText(f"{view.path.name}: {count} face{'s' if count != 1 else ''} ({view.template})")
 
 
-class RecognitionPage(QWidget):
+class RecognitionPage(JobPage):
     """Verify two photos (1:1) or identify one against a gallery folder (1:N) with a zoo model."""
 
     title = "Face recognition"
 
     def __init__(self, worker, settings: QSettings, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.worker = worker
-        self.settings = settings
+        super().__init__(worker, settings, parent)
         self.aligner = FaceAligner()
         self.paths: dict[str, Path | None] = dict.fromkeys(SLOTS)
         self.views: dict[str, SlotView | None] = dict.fromkeys(SLOTS)
         self.gallery: Path | None = None
         self.last_result: VerifyResult | IdentifyResult | None = None
-        self._job: str | None = None  # this page's job in flight: the worker is shared by all pages
         self._opening: str | None = None  # the slot an "open" job fills
 
         self.slots = {name: _Slot(name) for name in SLOTS}
@@ -322,10 +320,6 @@ class RecognitionPage(QWidget):
         self.message = message_label()
 
         self._layout()
-        worker.finished.connect(self._finished)
-        worker.failed.connect(self._failed)
-        worker.cancelled.connect(self._cancelled)
-        worker.busy.connect(self._busy)
 
     def _layout(self) -> None:
         images = QHBoxLayout()
@@ -447,9 +441,7 @@ class RecognitionPage(QWidget):
 
     def _start(self, job: str, fn, **kwargs) -> bool:
         self._show_message("")
-        self._job = job
-        if not self.worker.start(fn, **kwargs):
-            self._job = None
+        if not self.start_job(fn, job=job, **kwargs):
             if job == "open":
                 self.paths[self._opening] = self.views[self._opening] and self.views[self._opening].path
             self._show_message("Busy: wait for the running job to finish (or stop it).")
@@ -458,10 +450,7 @@ class RecognitionPage(QWidget):
 
     # -- results ------------------------------------------------------------------------------------
 
-    def _finished(self, result) -> None:
-        if self._job is None:
-            return  # another page's job
-        self._job = None
+    def on_finished(self, result) -> None:
         if isinstance(result, SlotView):
             self.views[result.slot] = result
             self.slots[result.slot].show_view(result)
@@ -509,23 +498,17 @@ class RecognitionPage(QWidget):
             f"{result.gallery_images} gallery images{extra})"
         )
 
-    def _failed(self, message: str, details: str = "") -> None:
-        if self._job is None:
-            return
-        if self._job == "open" and self._opening is not None:
+    def on_failed(self, message: str, details: str = "") -> None:
+        if self.job == "open" and self._opening is not None:
             self.paths[self._opening] = None  # unreadable: the slot stays empty
             self.views[self._opening] = None
             self.slots[self._opening].clear()
-        self._job = None
         self._show_message(message)
 
-    def _cancelled(self) -> None:
-        if self._job is None:
-            return
-        self._job = None
+    def on_cancelled(self) -> None:
         self._show_message("Stopped.")
 
-    def _busy(self, busy: bool) -> None:
+    def on_busy(self, busy: bool, mine: bool) -> None:
         for button in (
             self.verify_button,
             self.identify_button,

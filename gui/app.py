@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from advface.errors import AdvfaceError
+from advface.gui.pages.common import JobPage
 from advface.gui.worker import Worker
 from advface.progress import Progress, ProgressCallback, report
 
@@ -89,15 +90,13 @@ def self_check(*, progress: ProgressCallback, image: Path = SAMPLE, model: str =
     )
 
 
-class HomePage(QWidget):
-    """What the launcher will hold, and a self-check that runs a real (small) job on the worker."""
+class HomePage(JobPage):
+    """What the launcher holds, and a self-check that runs a real (small) job on the worker."""
 
     title = "Home"
 
     def __init__(self, worker: Worker, settings: QSettings):
-        super().__init__()
-        self.worker, self.settings = worker, settings
-        self._mine = False  # the worker's signals are for every page; react only to our own job
+        super().__init__(worker, settings)
 
         intro = QLabel(
             "<h2>advface</h2>"
@@ -140,52 +139,37 @@ class HomePage(QWidget):
         layout.addStretch(1)
 
         self.run_button.clicked.connect(self.run_self_check)
-        self.stop_button.clicked.connect(self.worker.stop)
-        worker.busy.connect(self._on_busy)
-        worker.progress.connect(self._on_progress)
-        worker.finished.connect(self._on_finished)
-        worker.failed.connect(self._on_failed)
-        worker.cancelled.connect(self._on_cancelled)
+        self.stop_button.clicked.connect(self.stop)
 
     def run_self_check(self) -> bool:
         """Start the self-check; ``False`` when the worker is busy with another job."""
-        self._mine = True  # before start(): its busy(True) already enables Stop
-        self._mine = self.worker.start(self_check)
-        if self._mine:
+        started = self.start_job(self_check)
+        if started:
             self.result_label.setText("Running the self-check ...")
-        return self._mine
+        return started
 
-    def _on_busy(self, busy: bool) -> None:
+    def on_busy(self, busy: bool, mine: bool) -> None:
         self.run_button.setEnabled(not busy)
-        self.stop_button.setEnabled(busy and self._mine)
+        self.stop_button.setEnabled(busy and mine)
 
-    def _on_progress(self, p: Progress) -> None:
-        if not self._mine:
-            return
+    def on_progress(self, p: Progress) -> None:
         self.progress_bar.setRange(0, p.total or 0)
         self.progress_bar.setValue(p.step)
         task = p.metrics.get("task")
         if task:
             self.result_label.setText(f"Self-check: {task} ...")
 
-    def _on_finished(self, result: object) -> None:
-        if not self._mine:
-            return
-        self._mine = False
+    def on_finished(self, result: object) -> None:
         self.result_label.setText(
             f"Self-check passed: {result.model} embedded {result.image.name} into {result.dimensions} "
             f"dimensions (norm {result.norm:.3f}) in {result.seconds:.1f} s."
         )
 
-    def _on_failed(self, message: str, details: str) -> None:
-        if self._mine:
-            self._mine = False
-            self.result_label.setText(f"Self-check failed: {message}")
+    def on_failed(self, message: str, details: str) -> None:
+        self.result_label.setText(f"Self-check failed: {message}")
 
-    def _on_cancelled(self) -> None:
-        if self._mine:
-            self._mine = False
-            self.result_label.setText("Self-check stopped.")
+    def on_cancelled(self) -> None:
+        self.result_label.setText("Self-check stopped.")
 
 
 # The launcher's pages, in order (a class each: QWidget subclass, ``title``, constructor (worker, settings)).

@@ -183,3 +183,75 @@ def test_works_with_a_synchronous_worker_and_screenshot(qtbot, settings, samples
     path = ARTIFACTS / "gui_recognition.png"
     assert page.grab().save(str(path))
     assert path.stat().st_size > 0
+
+
+class _FakeCamera:
+    """A webcam stand-in for ``cv2.VideoCapture``: serves ``frames`` (BGR uint8), then fails like an
+    unplugged camera (``grab`` returns False)."""
+
+    def __init__(self, frames):
+        self.frames, self.i, self.released = list(frames), -1, False
+
+    def isOpened(self):  # noqa: N802 - OpenCV's name
+        return True
+
+    def grab(self):
+        self.i += 1
+        return self.i < len(self.frames)
+
+    def retrieve(self):
+        return True, self.frames[self.i]
+
+    def get(self, prop):
+        return 0.0
+
+    def release(self):
+        self.released = True
+
+
+@pytest.mark.slow
+def test_camera_frame_opens_into_a_slot_and_verifies(qtbot, page, samples, settings, tmp_path, monkeypatch):
+    import cv2
+
+    import advface.glasses.camera as camera
+
+    cameras = {}
+
+    def open_camera(source):
+        assert source == 1  # the index chosen in the page
+        frame = cv2.imread(str(samples / "obama2.jpg"))
+        cameras[source] = _FakeCamera([frame])
+        return cameras[source]
+
+    monkeypatch.setattr(camera, "_quiet_capture", open_camera)
+    settings.setValue("recognition/captures", str(tmp_path / "captures"))
+    _run(qtbot, page, page.capture("A", camera=1))
+    assert page.message.text() == ""
+    saved = page.paths["A"]
+    assert saved.parent == tmp_path / "captures" and saved.name.startswith("camera1-A-")
+    assert len(page.views["A"].faces) == 1 and cameras[1].released
+    # The captured frame is verified like a photo: the same person as obama.jpg.
+    _open(qtbot, page, "B", samples / "obama.jpg")
+    _run(qtbot, page, page.verify())
+    assert page.last_result.same
+    assert page.last_result.distance == pytest.approx(_api_distance(saved, samples / "obama.jpg"), abs=1e-4)
+    assert int(settings.value("recognition/camera")) == 1
+
+
+def test_missing_or_unplugged_camera_shows_a_message(qtbot, page, samples, settings, tmp_path, monkeypatch):
+    import advface.glasses.camera as camera
+
+    class Closed(_FakeCamera):
+        def isOpened(self):  # noqa: N802 - OpenCV's name
+            return False
+
+    _open(qtbot, page, "A", samples / "obama.jpg")
+    monkeypatch.setattr(camera, "_quiet_capture", lambda source: Closed([]))
+    _run(qtbot, page, page.capture("A", camera=3))
+    assert "Could not open camera 3" in page.message.text()
+    assert page.paths["A"] == samples / "obama.jpg" and page.views["A"] is not None  # the photo is kept
+    monkeypatch.setattr(camera, "_quiet_capture", lambda source: _FakeCamera([]))  # opens, gives nothing
+    _run(qtbot, page, page.capture("B", camera=0))
+    assert "Camera 0" in page.message.text() and "gave no frame" in page.message.text()
+    assert page.paths["B"] is None
+    assert page.camera_spin.isEnabled() and page.slots["B"].camera_button.isEnabled()

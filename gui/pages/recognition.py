@@ -1,12 +1,15 @@
 """Face recognition page: 1:1 verification of two photos and 1:N identification against a gallery folder.
 
-The page only builds configs and calls advface's public API (images, alignment, zoo, verification). Heavy
-work (detection, model loading, embedding, the gallery) runs through the app's worker; the results come
+Photos come from files or a camera (one frame, kept as a PNG under ``runs/gui/captures``). The page only
+builds configs and calls advface's public API (images, alignment, zoo, verification, the camera stream).
+Heavy work (reading the camera, detection, model loading, embedding, the gallery) runs through the app's
+worker; the results come
 back on ``worker.finished`` as the frozen dataclasses below and update the widgets.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +44,13 @@ from advface.gui.pages.common import (
     model_choices,
     pixmap,
 )
-from advface.images import load_image
+from advface.images import load_image, save_image
 from advface.progress import report
 from advface.verification import Gallery, Identification, gallery_files
 from advface.zoo import get_spec
 
 SLOTS = ("A", "B")
+CAPTURES = Path("runs") / "gui" / "captures"  # camera frames, unless the settings say otherwise
 _PHOTO_SIZE = 320
 _CHIP_SIZE = 150
 
@@ -101,6 +105,25 @@ def prepare_slot(*, slot: str, path, template: str, aligner: FaceAligner, progre
     faces = tuple(aligner.align(image, template))
     report(progress, 1, 1, "detect", faces=len(faces))
     return SlotView(slot, Path(path), image, faces, template)
+
+
+def capture_slot(
+    *, slot: str, camera: int, folder, template: str, aligner: FaceAligner, progress=None
+) -> SlotView:
+    """Take one frame from camera ``camera`` (read here, off the GUI thread), keep it as a PNG in ``folder``
+    (what was verified stays on disk) and open it into ``slot``."""
+    from advface.glasses.camera import open_stream
+
+    report(progress, 0, 2, "camera")
+    with open_stream(camera) as stream:  # a camera that cannot be opened is an AdvfaceError that says why
+        frame = next(iter(stream), None)
+    if frame is None:
+        raise AdvfaceError(
+            f"Camera {camera} stopped giving frames (unplugged?). Plug it in again, or open an image instead."
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = save_image(Path(folder) / f"camera{camera}-{slot}-{stamp}-{frame.index}.png", frame.image)
+    return prepare_slot(slot=slot, path=path, template=template, aligner=aligner, progress=progress)
 
 
 def _largest(view: SlotView) -> AlignedFace:
@@ -229,6 +252,8 @@ class _Slot(QGroupBox):
     def __init__(self, name: str, parent: QWidget | None = None):
         super().__init__(f"Image {name}", parent)
         self.open_button = QPushButton("Open image...")
+        self.camera_button = QPushButton("Camera")
+        self.camera_button.setToolTip("Take a frame from the camera chosen below (kept as a PNG)")
         self.photo = QLabel("No image")
         self.photo.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.photo.setMinimumSize(_PHOTO_SIZE, _PHOTO_SIZE)
@@ -240,8 +265,11 @@ class _Slot(QGroupBox):
         pictures = QHBoxLayout()
         pictures.addWidget(self.photo, 1)
         pictures.addWidget(self.chip, 0, Qt.AlignmentFlag.AlignTop)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.open_button, 1)
+        buttons.addWidget(self.camera_button)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.open_button)
+        layout.addLayout(buttons)
         layout.addLayout(pictures)
         layout.addWidget(self.caption)
 
@@ -286,6 +314,12 @@ class RecognitionPage(JobPage):
         self.slots = {name: _Slot(name) for name in SLOTS}
         for name, slot in self.slots.items():
             slot.open_button.clicked.connect(lambda _=False, n=name: self._browse_image(n))
+            slot.camera_button.clicked.connect(lambda _=False, n=name: self.capture(n))
+        self.camera_spin = QSpinBox()
+        self.camera_spin.setRange(0, 63)
+        self.camera_spin.setPrefix("camera ")
+        self.camera_spin.setValue(int(settings.value("recognition/camera", 0)))
+        self.camera_spin.setToolTip("The camera the Camera buttons read (0: the first webcam)")
 
         self.model_combo = QComboBox()
         self.model_combo.addItems(model_choices())
@@ -328,6 +362,7 @@ class RecognitionPage(JobPage):
         model_row = QHBoxLayout()
         model_row.addWidget(QLabel("Model:"))
         model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.camera_spin)
 
         verify_box = QGroupBox("Verification (1:1)")
         verify = QGridLayout(verify_box)
@@ -389,6 +424,24 @@ class RecognitionPage(JobPage):
         self._opening = slot
         return self._start(
             "open", prepare_slot, slot=slot, path=Path(path), template=self._template(), aligner=self.aligner
+        )
+
+    def capture(self, slot: str, camera: int | None = None) -> bool:
+        """Take a frame from the camera (default: the camera box) into ``slot``; False if a job is running."""
+        if slot not in SLOTS:
+            raise ValueError(f"slot must be one of {SLOTS}. Received: slot={slot!r}.")
+        if camera is not None:
+            self.camera_spin.setValue(camera)
+        self.settings.setValue("recognition/camera", self.camera_spin.value())
+        self._opening = slot
+        return self._start(
+            "camera",  # a failure keeps what the slot showed
+            capture_slot,
+            slot=slot,
+            camera=self.camera_spin.value(),
+            folder=Path(str(self.settings.value("recognition/captures", CAPTURES))),
+            template=self._template(),
+            aligner=self.aligner,
         )
 
     def set_gallery(self, folder) -> None:
@@ -453,6 +506,7 @@ class RecognitionPage(JobPage):
     def on_finished(self, result) -> None:
         if isinstance(result, SlotView):
             self.views[result.slot] = result
+            self.paths[result.slot] = result.path
             self.slots[result.slot].show_view(result)
             if not result.faces:
                 self._show_message(
@@ -513,6 +567,7 @@ class RecognitionPage(JobPage):
             self.verify_button,
             self.identify_button,
             *(s.open_button for s in self.slots.values()),
+            *(s.camera_button for s in self.slots.values()),
         ):
             button.setEnabled(not busy)
 

@@ -71,6 +71,27 @@ def test_window_opens_on_the_home_page(window, artifacts):
     assert window.grab().save(str(path)) and path.stat().st_size > 0
 
 
+def test_every_page_opens_from_the_launcher(window, qtbot, artifacts):
+    """Each page in the launcher list shows when clicked, with its title, and is screenshotted inside the
+    window (test-artifacts/gui_window_<page>.png); the page-specific tests screenshot pages with results."""
+    window.resize(1280, 900)
+    seen = []
+    for row, cls in enumerate(PAGES):
+        qtbot.mouseClick(
+            window.launcher.viewport(),
+            Qt.MouseButton.LeftButton,
+            pos=window.launcher.visualItemRect(window.launcher.item(row)).center(),
+        )
+        page = window.current_page
+        assert type(page) is cls and window.launcher.currentItem().text() == cls.title
+        assert page.isVisible()
+        slug = cls.title.lower().replace(" ", "_")
+        path = artifacts / f"gui_window_{slug}.png"
+        assert window.grab().save(str(path)) and path.stat().st_size > 0
+        seen.append(cls.title)
+    assert len(set(seen)) == len(PAGES) >= 4
+
+
 def test_settings_keep_geometry_and_the_last_page(qtbot, settings):
     w = MainWindow(settings)
     qtbot.addWidget(w)

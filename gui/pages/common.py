@@ -4,6 +4,9 @@ of pages that run jobs on the shared worker."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap
@@ -55,6 +58,23 @@ def model_choices() -> list[str]:
         return [DEFAULT_MODEL]
     names = [r["name"] for r in rows if r["available"] and r["kind"] == "embedding"]
     return names or [DEFAULT_MODEL]
+
+
+def default_runs_root() -> Path:
+    """Where the pages write their run folders unless the user chose another place: ``runs/gui`` under
+    the folder the launcher was started from."""
+    return Path.cwd() / "runs" / "gui"
+
+
+def new_run_folder(root, name: str) -> Path:
+    """A fresh ``root/<name>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3`` ... when that one exists); not created, so
+    every run of a page gets its own folder and a finished run is never refused or overwritten."""
+    base = Path(root).expanduser() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, count = base, 1
+    while folder.exists():
+        count += 1
+        folder = base.with_name(f"{base.name}-{count}")
+    return folder
 
 
 def select(combo: QComboBox, wanted: str, default: str) -> None:

@@ -39,6 +39,7 @@ from advface.gui.pages.common import (
     DEFAULT_MODEL,
     IMAGE_FILTER,
     JobPage,
+    default_runs_root,
     embedding_model,
     message_label,
     model_choices,
@@ -50,7 +51,6 @@ from advface.verification import Gallery, Identification, gallery_files
 from advface.zoo import get_spec
 
 SLOTS = ("A", "B")
-CAPTURES = Path("runs") / "gui" / "captures"  # camera frames, unless the settings say otherwise
 _PHOTO_SIZE = 320
 _CHIP_SIZE = 150
 
@@ -439,7 +439,7 @@ class RecognitionPage(JobPage):
             capture_slot,
             slot=slot,
             camera=self.camera_spin.value(),
-            folder=Path(str(self.settings.value("recognition/captures", CAPTURES))),
+            folder=Path(str(self.settings.value("recognition/captures", default_runs_root() / "captures"))),
             template=self._template(),
             aligner=self.aligner,
         )

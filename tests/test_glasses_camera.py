@@ -342,3 +342,24 @@ def test_rows_for_a_results_table(tmp_path):
             "box": "",
         },
     ]
+
+
+def test_frames_carry_the_face_landmarks(clip, model, embeddings, aligner, dodge):
+    for frame in dodge[0].frames:
+        if not frame.face_found:
+            assert frame.landmarks is None
+            continue
+        assert frame.landmarks.shape == (5, 2) and frame.landmarks.dtype == np.float32
+        left, top, right, bottom = frame.box
+        margin = 0.25 * (right - left)
+        x, y = frame.landmarks.T
+        assert np.all((x > left - margin) & (x < right + margin) & (y > top - margin) & (y < bottom + margin))
+    assert "landmarks" not in repr(dodge[0].frames[0])
+    assert "landmarks" not in dodge[0].frames[0].row()
+
+
+def test_iter_checks_exposes_its_stream(clip, model, embeddings, aligner, releases):
+    with iter_checks(clip[0], model, Dodge(embeddings["obama"]), aligner=aligner) as checks:
+        stream = checks.stream
+        assert (stream.kind, stream.source, stream.total) == ("video", str(clip[0]), len(FACE))
+    assert releases == [1]

@@ -78,6 +78,8 @@ class FrameCheck:
         box: ``(left, top, right, bottom)`` of the face in frame pixels, or None.
         chip: the aligned face chip, float32 ``(S, S, 3)`` in ``[0, 1]``; only with ``keep_images=True``.
         image: the frame, float32 ``(H, W, 3)`` in ``[0, 1]``; only with ``keep_images=True``.
+        landmarks: ``(K, 2)`` float32 ``(x, y)`` landmarks of the face in frame pixels (K = 5 or 68, the
+            aligner's), or None when there is no face.
     """
 
     index: int
@@ -89,6 +91,7 @@ class FrameCheck:
     box: tuple[float, float, float, float] | None = None
     chip: np.ndarray | None = field(default=None, repr=False, compare=False)
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    landmarks: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def row(self) -> dict:
         """The frame as a table row (keys :data:`ROW_COLUMNS`; empty cells for what is missing)."""
@@ -390,6 +393,7 @@ class _FrameJudge:
             box=faces[0].box,
             chip=chip if self.keep_images else None,
             image=keep,
+            landmarks=faces[0].landmarks,
         )
 
 
@@ -453,6 +457,12 @@ class _Checks:
     def __init__(self, checks: Iterator[FrameCheck], stream: VideoStream):
         self._checks, self._stream = checks, stream
 
+    @property
+    def stream(self) -> VideoStream:
+        """The stream being checked: its ``source`` text, ``kind`` (a camera's stream only ends when the
+        camera stops giving frames) and ``total`` (frames to check, when known)."""
+        return self._stream
+
     def __iter__(self) -> _Checks:
         return self
 
@@ -488,6 +498,7 @@ def iter_checks(
     opened when this is called, so user errors are raised here, not at the first frame. The stream is
     released when the iterator is exhausted, raises (including :class:`~advface.progress.Cancelled` from
     ``progress``), or is closed: call ``.close()`` or use it in a ``with`` block when stopping early.
+    Its ``stream`` attribute is the opened :class:`VideoStream` (``kind``, ``source``, ``total``).
 
     Example:
         >>> with iter_checks(0, "dlib-resnet", goal) as checks:  # the first webcam, until Stop

@@ -294,7 +294,7 @@ def run_certification(
     smooths identification in pixel space, with Gaussian noise on the aligned chip. The base classifier
     is 1:N identification against the run's gallery.
     """
-    from advface.certification.smoothing import Smooth, min_trials
+    from advface.certification.smoothing import min_trials
 
     if noise not in NOISES:
         raise AdvfaceError(f"Unknown noise. Received: noise={noise!r}. Known: {', '.join(NOISES)}.")
@@ -323,40 +323,20 @@ def run_certification(
             stacklevel=2,
         )
     table = ResultsTable(folder / f"{chunk.name}.tsv", CERTIFY_COLUMNS)
-    objective, identities = setup.objective, setup.identities
     for row in chunk.rows(instances):
         if str(row) in table.done:
             continue
-        label = int(objective.labels(np.array([row]))[0])
-        position = int(identities.positions(np.array([row]))[0])
-        if noise == "pixel":
-            chip = setup.pipeline.chips(
-                identities.latents[position : position + 1], identities.alignments[position : position + 1]
-            )
-            gallery = identities.embeddings
-            model = setup.pipeline.model
-
-            def classify(chips, gallery=gallery, model=model):
-                return _nearest(model, chips, gallery)
-
-            smooth = Smooth(classify, len(gallery), sigma=sigma, noise="isotropic", batch_size=batch_size)
-            point = np.asarray(chip)[0]
-        else:
-
-            def classify(deltas, row=row):
-                return objective.predict(deltas.astype(np.float32), np.full(len(deltas), row, np.int32))
-
-            smooth = Smooth(
-                classify,
-                objective.num_classes,
-                sigma=sigma,
-                noise=noise,
-                ellipsoid=setup.ellipsoid,
-                batch_size=batch_size,
-            )
-            point = np.zeros(setup.ellipsoid.k, np.float32)
-        certificate = smooth.certify(
-            point, n0=n0, n=n, alpha=alpha, seed=_row_seed(seed, row), progress=progress
+        label, certificate = certify_row(
+            setup,
+            row,
+            sigma=sigma,
+            noise=noise,
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
         )
         table.add(
             {
@@ -374,6 +354,59 @@ def run_certification(
             }
         )
     return table.path
+
+
+def certify_row(
+    setup: Setup,
+    row: int,
+    *,
+    sigma: float,
+    noise: str = "isotropic",
+    n0: int = 100,
+    n: int = 10_000,
+    alpha: float = 0.001,
+    seed: int = 0,
+    batch_size: int = 500,
+    progress: ProgressCallback | None = None,
+):
+    """Certify one identity (gallery row ``row``) as :func:`run_certification` does; returns
+    ``(label, Certificate)``. Its randomness depends on ``(seed, row)`` only, so the launcher certifying one
+    identity gets the row the batch run writes."""
+    from advface.certification.smoothing import Smooth
+
+    if noise not in NOISES:
+        raise AdvfaceError(f"Unknown noise. Received: noise={noise!r}. Known: {', '.join(NOISES)}.")
+    objective, identities = setup.objective, setup.identities
+    row = int(row)
+    label = int(objective.labels(np.array([row]))[0])
+    if noise == "pixel":
+        position = int(identities.positions(np.array([row]))[0])
+        chip = setup.pipeline.chips(
+            identities.latents[position : position + 1], identities.alignments[position : position + 1]
+        )
+        gallery, model = identities.embeddings, setup.pipeline.model
+
+        def classify(chips):
+            return _nearest(model, chips, gallery)
+
+        smooth = Smooth(classify, len(gallery), sigma=sigma, noise="isotropic", batch_size=batch_size)
+        point = np.asarray(chip)[0]
+    else:
+
+        def classify(deltas):
+            return objective.predict(deltas.astype(np.float32), np.full(len(deltas), row, np.int32))
+
+        smooth = Smooth(
+            classify,
+            objective.num_classes,
+            sigma=sigma,
+            noise=noise,
+            ellipsoid=setup.ellipsoid,
+            batch_size=batch_size,
+        )
+        point = np.zeros(setup.ellipsoid.k, np.float32)
+    certificate = smooth.certify(point, n0=n0, n=n, alpha=alpha, seed=_row_seed(seed, row), progress=progress)
+    return label, certificate
 
 
 def _row_seed(seed: int, row: int) -> int:

@@ -109,10 +109,15 @@ class HomePage(JobPage):
             "distances.</p>"
             "<p><b>Eyeglasses</b>: sample frames from the shipped eyeglass generator, move latent sliders "
             "and try a frame on a face.</p>"
-            "<p>Pages to come, one per workflow of the command line:</p>"
-            "<ul><li><b>Dodging, impersonation and the physical test</b>: the AGN attack, live</li>"
-            "<li><b>Semantic</b>: attribute edits with a generator</li>"
-            "<li><b>Certification</b>: randomised smoothing certificates</li></ul>"
+            "<p><b>Dodging</b> and <b>Impersonation</b>: fine-tune the eyeglass generator (AGN) until the "
+            "frames it draws make a model miss a person, or take them for someone else; live curves, the "
+            "best frame and the photos wearing it, a run folder with printable frames.</p>"
+            "<p><b>Physical test</b>: print the frames with their marks, then check a camera or a video "
+            "frame by frame: face box, landmarks, marks, the decision and the share of frames fooled, "
+            "recorded to a run folder.</p>"
+            "<p><b>Semantic robustness</b>: browse generated identities, move attribute sliders within "
+            "their budgets and watch the distance, run latent PGD, FAB-t and certificates, and rank the "
+            "attributes.</p>"
             "<p>The self-check aligns a sample face and embeds it with the dlib ResNet model.</p>"
         )
         intro.setWordWrap(True)
@@ -178,9 +183,21 @@ class HomePage(JobPage):
 def _pages() -> list[type[QWidget]]:
     from advface.gui.pages.attacks import AttackPage
     from advface.gui.pages.eyeglasses import EyeglassesPage
+    from advface.gui.pages.glasses_attack import DodgingPage, ImpersonationPage
+    from advface.gui.pages.physical import PhysicalPage
     from advface.gui.pages.recognition import RecognitionPage
+    from advface.gui.pages.semantic import SemanticPage
 
-    return [HomePage, RecognitionPage, EyeglassesPage, AttackPage]
+    return [
+        HomePage,
+        RecognitionPage,
+        EyeglassesPage,
+        DodgingPage,
+        ImpersonationPage,
+        PhysicalPage,
+        AttackPage,
+        SemanticPage,
+    ]
 
 
 PAGES: list[type[QWidget]] = _pages()

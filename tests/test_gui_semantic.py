@@ -34,13 +34,7 @@ IDENTITIES = 10
 
 def _idle(page) -> bool:
     """No job of any kind running or about to start (edits are debounced and queued)."""
-    return (
-        not page.worker.is_busy
-        and page._job is None
-        and page._queued is None
-        and not page._preview_wanted
-        and not page._debounce.isActive()
-    )
+    return page.is_idle()
 
 
 def _wait(condition, timeout: float = TIMEOUT_S) -> None:

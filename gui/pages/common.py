@@ -150,6 +150,10 @@ class JobPage(QWidget):
         """This page's job is running."""
         return self._mine
 
+    def is_idle(self) -> bool:
+        """Nothing of this page runs or waits to run, and the worker is free (for scripts and tests)."""
+        return not self._mine and not self.worker.is_busy
+
     def start_job(self, fn, *, job: str = "job", **kwargs) -> bool:
         """Run ``fn(progress=..., **kwargs)`` on the worker as this page's job named ``job`` (see
         :attr:`job` in the hooks); ``False`` when another job is running."""

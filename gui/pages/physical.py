@@ -321,7 +321,6 @@ class PhysicalPage(JobPage):
         # Load dlib's detector and landmark model now: deserialising them holds Python's GIL for a fifth of
         # a second, which on the worker would freeze the window at the start of the first check.
         self.aligner.detect(np.zeros((8, 8, 3), np.float32))
-        self.kind: str | None = None  # "check" or "print": the job this page started last
         self.run_dir: Path | None = None
         self.last_check: PhysicalCheck | None = None
         self.last_print: PrintedTemplate | None = None
@@ -546,9 +545,8 @@ class PhysicalPage(JobPage):
                 return False
             self.settings.setValue("physical/attack_run", folder)
         self.settings.setValue("physical/width_mm", self.width_spin.value())
-        self.kind = "print"
         started = self.start_job(
-            print_template, stem=Path(stem), width_mm=self.width_spin.value(), run_folder=folder
+            print_template, job="print", stem=Path(stem), width_mm=self.width_spin.value(), run_folder=folder
         )
         if not started:
             self._show_message("Busy: wait for the running job to finish (or stop it).")
@@ -592,9 +590,9 @@ class PhysicalPage(JobPage):
             ("record", "true" if out is not None else "false"),
         ):
             self.settings.setValue(f"physical/{key}", value)
-        self.kind = "check"
         started = self.start_job(
             run_check,
+            job="check",
             source=source,
             model=self.model_name,
             goal=self.goal_name,
@@ -618,7 +616,7 @@ class PhysicalPage(JobPage):
 
     # -- the worker's reports -----------------------------------------------------------------------
     def on_progress(self, p: Progress) -> None:
-        if self.kind != "check":
+        if self.job != "check":
             return
         if p.stage == "prepare":
             self.tally.setText("Loading the model and embedding the photos ...")
@@ -661,7 +659,7 @@ class PhysicalPage(JobPage):
             )
 
     def on_failed(self, message: str, details: str = "") -> None:
-        if self.kind == "print":
+        if self.job == "print":
             self.print_path.setText("")
             self._show_message(message)
             return
@@ -672,7 +670,7 @@ class PhysicalPage(JobPage):
             self.tally.setText("Check failed.")
 
     def on_cancelled(self) -> None:
-        if self.kind == "print":
+        if self.job == "print":
             self.print_path.setText("Stopped.")
             return
         self.tally.setText(running_text(*self.counts) + " (stopped)")

@@ -1046,6 +1046,16 @@ class SemanticPage(JobPage):
 
     # -- jobs ----------------------------------------------------------------------------------------
 
+    def is_idle(self) -> bool:
+        """No job runs, and no edit or run waits to start (edits are debounced and queued)."""
+        return (
+            super().is_idle()
+            and self._job is None
+            and self._queued is None
+            and not self._preview_wanted
+            and not self._debounce.isActive()
+        )
+
     def _start(self, job: str, fn, **kwargs) -> bool:
         if job != "preview":
             self._show_message("")

@@ -29,6 +29,8 @@ $(SAMPLES): $(STAMP) advface/samples.py
 
 demo: $(STAMP) $(SAMPLES)
 	$(BIN)/advface demo --out $(RUN)
+	# The desktop launcher: a real job on every page, drawn offscreen, screenshots in $(RUN)/gui.
+	$(BIN)/python -m advface.gui.tour $(RUN)/gui --report $(RUN)/report.md
 
 test: $(STAMP) $(SAMPLES)
 	$(BIN)/ruff check advface networks gui tests benchmarks

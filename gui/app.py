@@ -38,6 +38,7 @@ from advface.gui.pages.common import JobPage
 from advface.gui.worker import Worker
 from advface.progress import Progress, ProgressCallback, report
 
+CLOSE_WAIT_MS = 3000  # how long closing the window waits for a stopped job before it waits in the background
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "samples" / "obama.jpg"
 
 
@@ -243,6 +244,8 @@ class MainWindow(QMainWindow):
         self.worker.finished.connect(lambda _: self.state.setText("Ready (last job finished)"))
         self.worker.cancelled.connect(lambda: self.state.setText("Ready (last job stopped)"))
         self.worker.failed.connect(self.show_error)
+        self._closing = False  # the window waits for a job to stop before it closes
+        self.worker.busy.connect(self._closed_job)
 
         # 3. Geometry and the last page from the settings.
         geometry = self.settings.value("geometry")
@@ -275,8 +278,19 @@ class MainWindow(QMainWindow):
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("page", type(self.current_page).title)
         self.settings.sync()
-        self.worker.shutdown()
+        # Stop the running job; one whose step outlasts the wait keeps the window open until it ends
+        # (quitting under a running TensorFlow thread could crash, and a check would lose its summary).
+        if not self.worker.shutdown(CLOSE_WAIT_MS):
+            event.ignore()
+            self._closing = True
+            self.state.setText("Stopping the running job: the window closes when it has stopped ...")
+            return
         super().closeEvent(event)
+
+    def _closed_job(self, busy: bool) -> None:
+        if not busy and self._closing:
+            self._closing = False
+            self.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,8 @@ A job holds Python's GIL only between TensorFlow's kernels, except for one thing
 collection over everything TensorFlow, Keras and the models have allocated (a quarter of a second on a
 laptop CPU, while a first attack traces its step). :meth:`Worker.start` therefore moves the objects alive
 at that moment into the collector's permanent generation (:func:`gc.freeze`), so collections during a
-job only walk what the job allocates and the GUI keeps ticking.
+job only walk what the job allocates and the GUI keeps ticking. When the job ends they are unfrozen, so
+whatever became garbage meanwhile (a page's previous result, a replaced model) is collected as usual.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class Worker(QObject):
         self._pool.setMaxThreadCount(1)
         self._stop = threading.Event()
         self._busy = False
+        self.owner = ""  # who started the running (or last) job
         self._task: _Task | None = None
         self._relay = _Relay(self)
         queued = Qt.ConnectionType.QueuedConnection
@@ -112,12 +114,13 @@ class Worker(QObject):
     def is_busy(self) -> bool:
         return self._busy
 
-    def start(self, fn: Job, **kwargs: Any) -> bool:
+    def start(self, fn: Job, /, *, owner: str = "", **kwargs: Any) -> bool:
         """Run ``fn(progress=callback, **kwargs)`` off the GUI thread; ``False`` (and nothing runs) while
-        another job is still running."""
+        another job is still running. ``owner`` names who started it (a page's title), for messages."""
         if self._busy:
             return False
         self._busy = True
+        self.owner = owner
         self._stop.clear()
         self._task = _Task(fn, kwargs, self._relay, self._stop)
         self._task.setAutoDelete(False)  # Python owns it (self._task); Qt must not delete it under us
@@ -141,6 +144,7 @@ class Worker(QObject):
     def _end(self) -> None:
         self._busy = False
         self._task = None
+        gc.unfreeze()  # what the job's start froze may be garbage now (a page's previous result): collectable
         self.busy.emit(False)
 
     @Slot(object)

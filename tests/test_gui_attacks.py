@@ -38,7 +38,7 @@ def page(qtbot, settings):
 
 
 def _wait(qtbot, page) -> None:
-    qtbot.waitUntil(lambda: not page._mine and not page.worker.is_busy, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(page.is_idle, timeout=TIMEOUT_MS)
 
 
 @pytest.mark.slow

@@ -32,7 +32,10 @@ class SyncWorker(QObject):
     cancelled = Signal()
     busy = Signal(bool)
 
-    def start(self, fn, **kwargs) -> bool:
+    is_busy = False
+    owner = ""
+
+    def start(self, fn, owner: str = "", **kwargs) -> bool:
         self.busy.emit(True)
         try:
             result = fn(progress=self.progress.emit, **kwargs)

@@ -223,3 +223,58 @@ def test_gui_command_help(capsys):
         cli_main(["gui", "--help"])
     assert exit_.value.code == 0 and "desktop launcher" in capsys.readouterr().out
     assert callable(main)
+
+
+def test_pages_ignore_each_others_jobs_and_a_refused_start_keeps_the_running_job(window, qtbot):
+    """One worker serves every page: while the home page's self-check runs, the other pages' run buttons
+    are disabled, their hooks never see its progress or result, and a second start (by any page, this
+    one included) is refused without disturbing the running job."""
+    home = window.pages[0]
+    others = window.pages[1:]
+    seen = {type(p).title: [] for p in others}
+    for page in others:
+        title = type(page).title
+        for hook in ("on_progress", "on_finished", "on_failed", "on_cancelled"):
+            original = getattr(page, hook)
+
+            def spy(*args, _title=title, _hook=hook, _original=original):
+                seen[_title].append(_hook)
+                return _original(*args)
+
+            setattr(page, hook, spy)
+    with qtbot.waitSignal(window.worker.finished, timeout=JOB_TIMEOUT_MS):
+        assert home.run_self_check()
+        assert not home.start_job(lambda *, progress: None, job="second")  # refused: ours is running
+        assert home.running and home.job == "job"
+        for page in others:
+            assert not page.start_job(lambda *, progress: None)
+            assert not page.running and page.job is None
+            assert "the Home page" in page.busy_message()
+    assert "Self-check passed" in home.result_label.text()
+    assert all(not hooks for hooks in seen.values()), seen
+    assert all(p.is_idle() for p in window.pages)
+
+
+def test_closing_waits_for_a_job_whose_step_outlasts_the_wait(qtbot, settings, monkeypatch):
+    import threading
+
+    import advface.gui.app as app
+
+    monkeypatch.setattr(app, "CLOSE_WAIT_MS", 50)
+    w = MainWindow(settings)
+    qtbot.addWidget(w)
+    w.show()
+    release = threading.Event()
+
+    def long_step(*, progress):
+        release.wait(20)  # one long step: Stop takes effect at the next progress call
+        progress(Progress(1, 1))
+
+    cancelled = []
+    w.worker.cancelled.connect(lambda: cancelled.append(True))
+    assert w.worker.start(long_step)
+    w.close()
+    assert w.isVisible() and "Stopping the running job" in w.state.text()
+    release.set()
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=20_000)
+    assert cancelled == [True] and not w.worker.is_busy

@@ -42,6 +42,7 @@ from advface.gui.pages.common import (
     model_choices,
     pixmap,
     select,
+    shared_aligner,
 )
 from advface.images import load_image
 from advface.progress import Progress, report
@@ -137,7 +138,7 @@ class AttackPage(JobPage):
 
     def __init__(self, worker, settings: QSettings, parent: QWidget | None = None):
         super().__init__(worker, settings, parent)
-        self.aligner = FaceAligner()
+        self.aligner = shared_aligner()
         self.path: Path | None = None
         self.last_run: AttackRun | None = None
 
@@ -315,7 +316,7 @@ class AttackPage(JobPage):
             aligner=self.aligner,
         )
         if not started:
-            self._show_message("Busy: wait for the running job to finish (or stop it).")
+            self._show_message(self.busy_message())
             return False
         self.progress_bar.setRange(0, 0)
         self.verdict.setText(f"Running {self.attack_name} on {self.path.name} ...")

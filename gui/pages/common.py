@@ -4,6 +4,7 @@ of pages that run jobs on the shared worker."""
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -58,6 +59,21 @@ def model_choices() -> list[str]:
         return [DEFAULT_MODEL]
     names = [r["name"] for r in rows if r["available"] and r["kind"] == "embedding"]
     return names or [DEFAULT_MODEL]
+
+
+@functools.cache
+def shared_aligner():
+    """The launcher's one :class:`~advface.alignment.FaceAligner`, with dlib's detector and landmark
+    models loaded. Loading holds Python's GIL for a few hundred ms (the window would freeze), so the
+    launcher does it once, at start-up, and every page's jobs use this aligner (jobs run one at a time on
+    the worker, so it is never used by two threads at once)."""
+    import numpy as np
+
+    from advface.alignment import FaceAligner
+
+    aligner = FaceAligner()
+    aligner.detect(np.zeros((64, 64, 3), np.float32))  # loads the models
+    return aligner
 
 
 def default_runs_root() -> Path:
@@ -157,11 +173,19 @@ class JobPage(QWidget):
     def start_job(self, fn, *, job: str = "job", **kwargs) -> bool:
         """Run ``fn(progress=..., **kwargs)`` on the worker as this page's job named ``job`` (see
         :attr:`job` in the hooks); ``False`` when another job is running."""
+        if self._mine or self.worker.is_busy:  # refused: the running job (ours or not) keeps its state
+            return False
         self._mine, self.job = True, job  # before start(): its busy(True) already reaches on_busy as ours
-        self._mine = self.worker.start(fn, **kwargs)
-        if not self._mine:
-            self.job = None
-        return self._mine
+        started = self.worker.start(fn, owner=self.title, **kwargs)
+        if not started:
+            self._mine, self.job = False, None
+        return started  # (a worker that ran the job synchronously has already ended it: _mine is False)
+
+    def busy_message(self) -> str:
+        """What to tell the user when a job cannot start because another one runs."""
+        owner = getattr(self.worker, "owner", "")
+        where = "this page" if owner == self.title else (f"the {owner} page" if owner else "another page")
+        return f"Busy: a job of {where} is running. Wait for it to finish, or press Stop there."
 
     def stop(self) -> None:
         """Ask this page's job to stop (it ends with ``on_cancelled``)."""

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from advface.alignment import FaceAligner
 from advface.glasses.dcgan import generate, load_generator, sample_latents
 from advface.glasses.geometry import GlassesRenderer, Placement
-from advface.gui.pages.common import IMAGE_FILTER, JobPage, message_label, pixmap
+from advface.gui.pages.common import IMAGE_FILTER, JobPage, message_label, pixmap, shared_aligner
 from advface.images import load_image
 from advface.progress import report
 
@@ -115,7 +115,7 @@ class EyeglassesPage(JobPage):
 
     def __init__(self, worker, settings: QSettings, parent: QWidget | None = None):
         super().__init__(worker, settings, parent)
-        self.aligner = FaceAligner()
+        self.aligner = shared_aligner()
         self.generator = None
         self.seed: int | None = None
         self.latents: np.ndarray | None = None  # (N, 25), the selected row edited by the sliders
@@ -267,7 +267,7 @@ class EyeglassesPage(JobPage):
     def _start(self, job: str, fn, **kwargs) -> bool:
         self._show_message("")
         if not self.start_job(fn, job=job, **kwargs):
-            self._show_message("Busy: wait for the running job to finish (or stop it).")
+            self._show_message(self.busy_message())
             return False
         return True
 

@@ -15,7 +15,6 @@ verdict from the run's summary, with buttons that open the run folder and the pr
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from advface.alignment import FaceAligner
 from advface.attacks.eyeglasses import EyeglassAttack
 from advface.errors import AdvfaceError
 from advface.glasses.workflow import AttackRun, run_attack
@@ -55,6 +53,7 @@ from advface.gui.pages.common import (
     model_choices,
     new_run_folder,
     select,
+    shared_aligner,
 )
 from advface.gui.pages.plots import CurvePlot
 from advface.progress import Progress
@@ -74,13 +73,6 @@ DEFAULTS = {
 CURVES = (("goal_loss", "#d62728"), ("realism", "#1f77b4"), ("best_fraction", "#2ca02c"))
 _THUMB = 64
 _WORN = 150
-
-
-@functools.cache
-def shared_aligner() -> FaceAligner:
-    """One aligner for the eyeglass pages: dlib builds its detector and landmark model on first use,
-    holding Python's GIL (a few hundred ms, the GUI stalls), so this happens once per process."""
-    return FaceAligner()
 
 
 def glasses_job(
@@ -422,7 +414,7 @@ class GlassesAttackPage(JobPage):
             aligner=self.aligner,
         )
         if not started:
-            self._show_message("Busy: wait for the running job to finish (or stop it).")
+            self._show_message(self.busy_message())
             return False
         self.last_run = None
         self.run_folder = folder

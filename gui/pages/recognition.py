@@ -44,6 +44,7 @@ from advface.gui.pages.common import (
     message_label,
     model_choices,
     pixmap,
+    shared_aligner,
 )
 from advface.images import load_image, save_image
 from advface.progress import report
@@ -304,7 +305,7 @@ class RecognitionPage(JobPage):
 
     def __init__(self, worker, settings: QSettings, parent: QWidget | None = None):
         super().__init__(worker, settings, parent)
-        self.aligner = FaceAligner()
+        self.aligner = shared_aligner()
         self.paths: dict[str, Path | None] = dict.fromkeys(SLOTS)
         self.views: dict[str, SlotView | None] = dict.fromkeys(SLOTS)
         self.gallery: Path | None = None
@@ -497,7 +498,7 @@ class RecognitionPage(JobPage):
         if not self.start_job(fn, job=job, **kwargs):
             if job == "open":
                 self.paths[self._opening] = self.views[self._opening] and self.views[self._opening].path
-            self._show_message("Busy: wait for the running job to finish (or stop it).")
+            self._show_message(self.busy_message())
             return False
         return True
 

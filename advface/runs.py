@@ -48,6 +48,19 @@ def environment() -> dict:
     return {"packages": versions, "environment": env}
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a kill
+    leaves the old file or the new one, never half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_config(folder: str | Path, command: str, arguments: dict, *, seed: int | None = None) -> Path:
     """Create ``folder`` and write its ``config.json``; returns the folder."""
     folder = Path(folder)
@@ -59,7 +72,7 @@ def write_config(folder: str | Path, command: str, arguments: dict, *, seed: int
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **environment(),
     }
-    (folder / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+    write_text_atomic(folder / "config.json", json.dumps(config, indent=2, default=str) + "\n")
     return folder
 
 

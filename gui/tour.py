@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from advface.errors import AdvfaceError
+from advface.runs import write_text_atomic
 
 _MARK = ("<!-- launcher-tour -->", "<!-- /launcher-tour -->")
 
@@ -266,7 +267,7 @@ def write_index(out: Path, records: list[dict], report: Path | None = None) -> P
         lines.append(f"| [{r['page']}]({r['screenshot']}) | {r['what']} | {r['seconds']} | {outcome} |")
     table = "\n".join(lines) + "\n"
     index = Path(out) / "README.md"
-    index.write_text(table)
+    write_text_atomic(index, table)
     if report is not None and Path(report).is_file():
         report = Path(report)
         rel = os.path.relpath(out, report.parent)
@@ -278,7 +279,7 @@ def write_index(out: Path, records: list[dict], report: Path | None = None) -> P
             text = pattern.sub(lambda _: block, text)
         else:
             text = text.rstrip("\n") + "\n\n" + block
-        report.write_text(text)
+        write_text_atomic(report, text)
     return index
 
 

@@ -263,7 +263,7 @@ def test_source_errors(tmp_path):
         open_stream(garbage)
     for index in (99, "99"):
         with pytest.raises(
-            AdvfaceError, match=r"Could not open camera 99\. Received: source=99\. .*--video FILE"
+            AdvfaceError, match=r"Could not open camera 99\. Received: source=99\. .*a video file instead"
         ):
             open_stream(index)
     with pytest.raises(AdvfaceError, match="Camera indices start at 0. Received: source=-1"):
@@ -363,3 +363,59 @@ def test_iter_checks_exposes_its_stream(clip, model, embeddings, aligner, releas
         stream = checks.stream
         assert (stream.kind, stream.source, stream.total) == ("video", str(clip[0]), len(FACE))
     assert releases == [1]
+
+
+def test_record_checks_writes_each_frame_as_decided_and_agrees_with_check_stream(
+    clip, model, embeddings, aligner, dodge, tmp_path
+):
+    import json
+
+    from advface.glasses.camera import record_checks
+    from advface.runs import ResultsTable
+
+    expected, _ = dodge
+    out = tmp_path / "run"
+    rows_when_shown = []
+
+    def on_frame(check, so_far):  # before the frame is recorded: the rows so far exclude it
+        rows_when_shown.append((len(ResultsTable(out / "frames.tsv", camera.ROW_COLUMNS).rows()), so_far))
+
+    goal = Dodge(reference_embeddings=embeddings["obama"])
+    record = record_checks(iter_checks(clip[0], model, goal, aligner=aligner), out, on_frame=on_frame)
+    assert [n for n, _ in rows_when_shown] == list(range(len(expected.frames)))
+    assert [s.frames for _, s in rows_when_shown] == list(range(1, len(expected.frames) + 1))
+    assert {s.ended for _, s in rows_when_shown} == {"running"}
+    assert record.ended == "finished" and record.kind == "video"
+    assert (record.frames, record.frames_with_face, record.frames_fooled) == (
+        len(expected.frames),
+        expected.frames_with_face,
+        expected.frames_fooled,
+    )
+    assert record.text() == expected.summary()
+    rows = ResultsTable(out / "frames.tsv", camera.ROW_COLUMNS).rows()
+    assert [int(r["fooled"]) for r in rows] == [int(f.fooled) for f in expected.frames]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == record.summary() and summary["goal"] == "dodge" and summary["threshold"] == 0.6
+    assert json.loads((out / "config.json").read_text())["command"] == "glasses check"
+
+
+def test_record_checks_keeps_the_frames_before_a_stop(clip, model, embeddings, aligner, tmp_path, releases):
+    import json
+
+    from advface.glasses.camera import record_checks
+    from advface.progress import Cancelled
+
+    def stop_at_third(check, so_far):
+        if so_far.frames == 3:
+            raise Cancelled("stopped by the user")
+
+    goal = Dodge(reference_embeddings=embeddings["obama"])
+    with pytest.raises(Cancelled):
+        record_checks(iter_checks(clip[0], model, goal, aligner=aligner), tmp_path, on_frame=stop_at_third)
+    assert (tmp_path / "frames.tsv").read_text().count("\n") == 1 + 2  # header and the two frames shown
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ended"] == "stopped" and summary["frames"] == 2
+    assert releases == [1]
+    # A second check into the same folder replaces the first one's rows.
+    again = record_checks(iter_checks(clip[0], model, goal, aligner=aligner, max_frames=1), tmp_path)
+    assert again.ended == "finished" and (tmp_path / "frames.tsv").read_text().count("\n") == 2

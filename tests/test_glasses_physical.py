@@ -308,3 +308,21 @@ def test_printable_frames_options_and_errors(tmp_path):
         printable_frames(canvas_texture()[None], tmp_path / "x")
     with pytest.raises(AdvfaceError, match=r"must be in \[0, 1\]"):
         printable_frames(canvas_texture() * 255, tmp_path / "x")
+
+
+def test_marks_on_face_in_a_full_frame(samples, aligner):
+    """Marks drawn where printed frames sit on a real face are found to a pixel; none on the bare photo;
+    a green patch away from the eyes is not taken for them."""
+    from advface.glasses.geometry import MARKS, apply_matrix, image_matrix
+    from advface.glasses.physical import draw_marks, marks_on_face
+
+    image = load_image(samples / "obama.jpg")
+    face = aligner.detect(image)[0]
+    expected = apply_matrix(image_matrix(aligner.chip_matrix(face, "vgg")), MARKS)
+    marked = draw_marks(image, expected, radius=4.0)
+    found = marks_on_face(marked, face, aligner)
+    assert found is not None and found.shape == (7, 2)
+    assert np.abs(found - expected).max() < 1.0
+    assert marks_on_face(image, face, aligner) is None
+    elsewhere = draw_marks(image, expected + np.array([0.0, 0.6 * (face.box[3] - face.box[1])]), radius=4.0)
+    assert marks_on_face(elsewhere, face, aligner) is None

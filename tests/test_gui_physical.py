@@ -23,10 +23,10 @@ from PySide6.QtCore import QSettings, QTimer  # noqa: E402
 
 from advface.attacks.base import Dodge  # noqa: E402
 from advface.glasses import camera  # noqa: E402
-from advface.glasses.camera import ROW_COLUMNS, check_stream  # noqa: E402
+from advface.glasses.camera import ROW_COLUMNS, CheckRecord, check_stream  # noqa: E402
 from advface.glasses.geometry import MARKS, apply_matrix, image_matrix  # noqa: E402
 from advface.glasses.physical import draw_marks  # noqa: E402
-from advface.gui.pages.physical import PhysicalCheck, PhysicalPage, running_text  # noqa: E402
+from advface.gui.pages.physical import PhysicalPage, running_text  # noqa: E402
 from advface.gui.worker import Worker  # noqa: E402
 from advface.images import load_image  # noqa: E402
 from advface.runs import ResultsTable  # noqa: E402
@@ -99,7 +99,7 @@ def page(qtbot, settings, samples, tmp_path):
 
 
 def _wait(qtbot, page) -> None:
-    qtbot.waitUntil(lambda: not page._mine and not page.worker.is_busy, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(page.is_idle, timeout=TIMEOUT_MS)
 
 
 def _rows(folder: Path) -> list[dict]:
@@ -146,7 +146,7 @@ def test_check_a_video_shows_each_frame_and_records_the_run(qtbot, page, clip, a
     seconds = time.perf_counter() - start
     assert page.message.text() == ""
     result = page.last_check
-    assert isinstance(result, PhysicalCheck) and result.ended == "finished"
+    assert isinstance(result, CheckRecord) and result.ended == "finished"
     # 1. One progress report per frame, in order, with the FrameCheck and the running counts.
     assert [p.step for p in steps] == list(range(1, len(SCENES) + 1))
     assert all(p.total == len(SCENES) for p in steps)
@@ -241,7 +241,8 @@ def test_an_unplugged_camera_gives_a_message_and_a_complete_run(qtbot, page, fra
     result = page.last_check
     assert result is not None and result.ended == "camera stopped" and result.kind == "camera"
     assert page.message.text() == (
-        f"Camera 0 stopped giving frames (unplugged?). The 4 frames checked are kept in {page.run_dir}."
+        f"Camera 0 stopped giving frames (unplugged?). The 4 frames checked are kept in {page.run_dir}. "
+        "Plug it in again and press Start (a new run folder)."
     )
     assert cameras[0].released
     assert len(_rows(page.run_dir)) == 4
@@ -258,7 +259,7 @@ def test_a_camera_that_cannot_be_opened_gives_one_line(qtbot, page, frames, monk
     _wait(qtbot, page)
     text = page.message.text()
     assert text.startswith("Camera 7 opened but gave no frame.") and "\n" not in text
-    assert page.last_check is None and not list(Path(page.runs_edit.text()).glob("gui/*"))
+    assert page.last_check is None and not list(Path(page.runs_edit.text()).glob("physical-*"))
 
 
 def test_a_camera_index_that_does_not_exist_gives_one_line(qtbot, page):

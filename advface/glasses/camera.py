@@ -20,9 +20,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -42,7 +43,7 @@ from advface.attacks.base import (
 )
 from advface.errors import AdvfaceError
 from advface.images import list_images, load_image
-from advface.progress import ProgressCallback, report
+from advface.progress import Cancelled, ProgressCallback, report
 
 if TYPE_CHECKING:
     from advface.attacks.base import Goal
@@ -147,13 +148,17 @@ class StreamCheck:
 
     def summary(self) -> str:
         """One line, e.g. ``"fooled on 37 of 52 frames with a face (71%); no face in 8 frames"``."""
-        if not self.frames:
-            return "no frames checked"
-        faces, missing = self.frames_with_face, len(self.frames) - self.frames_with_face
-        if not faces:
-            return f"no face in any of the {_count(missing)}"
-        line = f"fooled on {self.frames_fooled} of {_count(faces)} with a face ({self.fooled_fraction:.0%})"
-        return line + (f"; no face in {_count(missing)}" if missing else "")
+        return _summary_line(len(self.frames), self.frames_with_face, self.frames_fooled)
+
+
+def _summary_line(frames: int, faces: int, fooled: int) -> str:
+    if not frames:
+        return "no frames checked"
+    missing = frames - faces
+    if not faces:
+        return f"no face in any of the {_count(missing)}"
+    line = f"fooled on {fooled} of {_count(faces)} with a face ({fooled / faces:.0%})"
+    return line + (f"; no face in {_count(missing)}" if missing else "")
 
 
 def _is_count(value) -> bool:
@@ -229,7 +234,7 @@ class VideoStream:
     # 1. Opening: each kind fails here, with its own message, rather than in the middle of a run.
     def _open_camera(self, index: int) -> None:
         self.source, self.kind, self.total = f"camera {index}", "camera", None
-        hint = "connect a webcam, check that this program may use it, or use --video FILE"
+        hint = "connect a webcam, check that this program may use it, or check a video file instead"
         if index < 0:
             raise AdvfaceError(
                 f"Camera indices start at 0. Received: source={index}. Pass 0 for the first webcam."
@@ -454,8 +459,12 @@ class _Checks:
     """The iterator :func:`iter_checks` returns: :meth:`close` releases the stream even before the first
     frame (closing a generator that never started would not)."""
 
-    def __init__(self, checks: Iterator[FrameCheck], stream: VideoStream):
+    def __init__(
+        self, checks: Iterator[FrameCheck], stream: VideoStream, model: FaceModel, goal: Goal, max_frames
+    ):
         self._checks, self._stream = checks, stream
+        self.model, self.goal = model, goal  # the zoo model and the goal each frame is judged against
+        self.max_frames = max_frames
 
     @property
     def stream(self) -> VideoStream:
@@ -507,7 +516,7 @@ def iter_checks(
     """
     model, stream, total = _prepare(source, model, goal, every=every, max_frames=max_frames, fps=fps)
     judge_frame = _FrameJudge(model, goal, aligner or FaceAligner(), keep_images)
-    return _Checks(_checks(stream, judge_frame, total, max_frames, progress), stream)
+    return _Checks(_checks(stream, judge_frame, total, max_frames, progress), stream, model, goal, max_frames)
 
 
 def check_stream(
@@ -552,14 +561,149 @@ def check_stream(
     model, stream, total = _prepare(source, model, goal, every=every, max_frames=max_frames, fps=fps)
     judge_frame = _FrameJudge(model, goal, aligner or FaceAligner(), keep_images)
     frames = tuple(_checks(stream, judge_frame, total, max_frames, progress))
-    if isinstance(goal, Dodge | Impersonate):
-        threshold = goal_threshold(goal, model)
-    else:
-        threshold = None if goal.probability is None else float(goal.probability)
     return StreamCheck(
         frames=frames,
         source=stream.source,
         model=model.name,
         goal=GOAL_NAMES[type(goal)],
-        threshold=threshold,
+        threshold=_threshold(goal, model),
     )
+
+
+def _threshold(goal: Goal, model: FaceModel) -> float | None:
+    """The distance threshold (embedding goals) or the goal's probability requirement (classifiers)."""
+    if isinstance(goal, Dodge | Impersonate):
+        return goal_threshold(goal, model)
+    return None if goal.probability is None else float(goal.probability)
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """A check of a stream recorded while it ran (:func:`record_checks`); its ``summary.json``.
+
+    Attributes:
+        out: the run folder, or None when nothing was written.
+        source: the camera or file, as text; kind: ``"camera"``, ``"video"`` or ``"folder"``.
+        model, goal, threshold: as in :class:`StreamCheck`.
+        frames, frames_with_face, frames_fooled: counts over the frames recorded.
+        ended: ``"running"`` (while :func:`record_checks` runs), ``"finished"`` (a video or folder ran
+            out, or ``max_frames`` was reached), ``"camera stopped"`` (a camera stopped giving frames,
+            e.g. unplugged), ``"stopped"`` (Stop: :class:`~advface.progress.Cancelled`, or Ctrl-C) or
+            ``"failed"``.
+        seconds: wall time from the first frame.
+    """
+
+    out: Path | None
+    source: str
+    kind: str
+    model: str
+    goal: str
+    threshold: float | None
+    frames: int
+    frames_with_face: int
+    frames_fooled: int
+    ended: str
+    seconds: float
+
+    @property
+    def fooled_fraction(self) -> float:
+        """Fooled frames over frames with a face; NaN when no frame had a face."""
+        faces = self.frames_with_face
+        return self.frames_fooled / faces if faces else math.nan
+
+    def text(self) -> str:
+        """One line, as :meth:`StreamCheck.summary` says it."""
+        return _summary_line(self.frames, self.frames_with_face, self.frames_fooled)
+
+    def summary(self) -> dict:
+        """The ``summary.json`` of the run folder (``fooled_fraction`` is null without a face)."""
+        fraction = self.fooled_fraction
+        return {
+            "frames": self.frames,
+            "frames_with_face": self.frames_with_face,
+            "frames_fooled": self.frames_fooled,
+            "fooled_fraction": None if math.isnan(fraction) else fraction,
+            "source": self.source,
+            "kind": self.kind,
+            "model": self.model,
+            "goal": self.goal,
+            "threshold": self.threshold,
+            "ended": self.ended,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def record_checks(
+    checks: _Checks,
+    out: str | Path | None = None,
+    *,
+    command: str = "glasses check",
+    arguments: dict | None = None,
+    on_frame: Callable[[FrameCheck, CheckRecord], None] | None = None,
+) -> CheckRecord:
+    """Run the checks of :func:`iter_checks` to their end, recording each frame as soon as it is decided.
+
+    With ``out``, the run folder gets ``config.json`` (``command`` and ``arguments``) first, then one
+    ``frames.tsv`` row per frame (:data:`ROW_COLUMNS`), flushed at once, so a killed check keeps every
+    frame before the kill, and ``summary.json`` (:meth:`CheckRecord.summary`) however the check ends. A
+    new check into the same folder replaces the old rows. The stream is released at the end.
+
+    Args:
+        checks: from :func:`iter_checks`.
+        out: the run folder, or None to record nothing.
+        command, arguments: what ``config.json`` records.
+        on_frame: called with each frame and the counts including it (``ended="running"``) before the
+            frame is recorded, e.g. to show it; when it raises :class:`~advface.progress.Cancelled` the
+            frame is dropped, so the folder holds exactly the frames that were shown.
+
+    Returns:
+        The :class:`CheckRecord` (also when stopped: :class:`~advface.progress.Cancelled` is re-raised
+        after ``summary.json`` is written; read it there).
+    """
+    from advface.runs import ResultsTable, write_config, write_text_atomic
+
+    stream, model, goal = checks.stream, checks.model, checks.goal
+    out = None if out is None else Path(out)
+    start = time.monotonic()
+
+    def record(counts: tuple[int, int, int], ended: str) -> CheckRecord:
+        return CheckRecord(
+            out=out,
+            source=stream.source,
+            kind=stream.kind,
+            model=model.name,
+            goal=GOAL_NAMES[type(goal)],
+            threshold=_threshold(goal, model),
+            frames=counts[0],
+            frames_with_face=counts[1],
+            frames_fooled=counts[2],
+            ended=ended,
+            seconds=time.monotonic() - start,
+        )
+
+    counts, ended = (0, 0, 0), "failed"  # frames, with a face, fooled (recorded)
+    with checks:
+        table = None
+        if out is not None:
+            write_config(out, command, arguments or {"source": stream.source, "model": model.name})
+            (out / "frames.tsv").unlink(missing_ok=True)  # a new check of the stream replaces the old
+            (out / "summary.json").unlink(missing_ok=True)
+            table = ResultsTable(out / "frames.tsv", ROW_COLUMNS)
+        try:
+            for check in checks:
+                seen = (counts[0] + 1, counts[1] + check.face_found, counts[2] + check.fooled)
+                if on_frame is not None:
+                    on_frame(check, record(seen, "running"))  # may raise Cancelled: the frame is dropped
+                if table is not None:
+                    table.add(check.row())
+                counts = seen
+            limit = checks.max_frames is not None and counts[0] >= checks.max_frames
+            ended = "camera stopped" if stream.kind == "camera" and not limit else "finished"
+        except (Cancelled, KeyboardInterrupt):
+            ended = "stopped"
+            raise
+        finally:
+            result = record(counts, ended)
+            if out is not None:
+                write_text_atomic(out / "summary.json", json.dumps(result.summary(), indent=2) + "\n")
+    return result

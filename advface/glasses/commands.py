@@ -339,9 +339,8 @@ def _cmd_attack(args) -> int:
 # -- live check ----------------------------------------------------------------------------------------------
 def _cmd_check(args) -> int:
     from advface import cli
-    from advface.glasses.camera import ROW_COLUMNS, check_stream
+    from advface.glasses.camera import iter_checks, record_checks
     from advface.glasses.workflow import make_goal
-    from advface.runs import ResultsTable, write_config
     from advface.zoo import load_model
 
     model, aligner = load_model(args.model), cli._aligner(args)
@@ -363,7 +362,7 @@ def _cmd_check(args) -> int:
         threshold=args.threshold,
     )
     source = args.camera if args.camera is not None else args.video
-    result = check_stream(
+    checks = iter_checks(
         source,
         model,
         goal,
@@ -372,22 +371,17 @@ def _cmd_check(args) -> int:
         max_frames=args.max_frames,
         progress=cli._progress_bar("glasses check"),
     )
-    if args.out:
-        write_config(
-            args.out, "glasses check", {k: v for k, v in vars(args).items() if k not in ("run", "json")}
-        )
-        (Path(args.out) / "frames.tsv").unlink(missing_ok=True)  # a new check of the stream replaces the old
-        table = ResultsTable(Path(args.out) / "frames.tsv", ROW_COLUMNS)
-        for frame in result.frames:
-            table.add(frame.row())
+    # Each frame's row is written as it is decided: a killed or interrupted check keeps what it checked.
+    arguments = {k: v for k, v in vars(args).items() if k not in ("run", "json")}
+    result = record_checks(checks, args.out, command="glasses check", arguments=arguments)
     payload = {
         "source": str(source),
         "model": model.name,
         "goal": args.goal,
-        "frames": len(result.frames),
+        "frames": result.frames,
         "frames_with_face": result.frames_with_face,
         "frames_fooled": result.frames_fooled,
         "fooled_fraction": result.fooled_fraction,
     }
-    cli._emit(args, payload, result.summary())
+    cli._emit(args, payload, result.text())
     return 0

@@ -43,6 +43,7 @@ from advface.glasses.geometry import (
     apply_matrix,
     eyeglass_mask,
     frame_distance,
+    image_matrix,
     template_matrix,
 )
 from advface.images import check_images
@@ -330,6 +331,43 @@ def fit_homography(
                 "frame is flat, and retake the photo; or raise `tolerance`."
             )
     return h
+
+
+def marks_on_face(
+    image: np.ndarray, face, aligner, *, search: float = 0.15, slack: float = 0.25
+) -> np.ndarray | None:
+    """The 7 green marks of printed frames worn on ``face`` in a full photo or camera frame, or None.
+
+    The marks are looked for around where the digital frames would sit on this face (:data:`MARKS` through
+    the face's ``vgg`` alignment), in a box ``search`` face widths larger than theirs, and each must lie
+    within ``slack`` face widths of its expected place (so other green things are not taken for marks). For
+    a live view; fitting a placement to marks is :func:`physical_placement`'s job.
+
+    Args:
+        image: the frame ``(H, W, 3)`` float32 in ``[0, 1]``.
+        face: an :class:`advface.alignment.Face` detected in ``image`` (box and landmarks).
+        aligner: the :class:`advface.alignment.FaceAligner` that found it.
+
+    Returns:
+        ``(7, 2)`` float32 ``(x, y)`` frame pixels in :data:`MARKS` order; None unless all 7 are there.
+    """
+    image = _check_image(image, "image")
+    expected = apply_matrix(image_matrix(aligner.chip_matrix(face, "vgg")), MARKS)
+    width = max(float(face.box[2] - face.box[0]), 1.0)
+    h, w = image.shape[:2]
+    x0, y0 = np.floor(expected.min(axis=0) - search * width).astype(int)
+    x1, y1 = np.ceil(expected.max(axis=0) + search * width).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    corner = np.array([x0, y0], np.float32)
+    try:
+        found = find_marks(image[y0:y1, x0:x1], expected=expected - corner, source="the frame") + corner
+    except MarksError:
+        return None
+    if np.linalg.norm(found - expected, axis=1).max() > slack * width:
+        return None  # other green things, not the frames' marks
+    return found.astype(np.float32)
 
 
 def physical_placement(

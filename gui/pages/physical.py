@@ -8,17 +8,15 @@ Two parts, both built on advface's public API and run on the shared worker:
   video file and judges every frame against the goal (dodge: the wearer's reference photos; impersonate:
   the target's photos). Each frame reaches the page through the progress callback, with the face box,
   the landmarks and the green marks of the printed frames (when found) drawn on a downscaled copy. With
-  "Record" on, a run folder ``<runs root>/gui/physical-<YYYYmmdd-HHMMSS>`` gets ``config.json``,
+  "Record" on, a run folder ``<runs root>/physical-<YYYYmmdd-HHMMSS>`` gets ``config.json``,
   ``frames.tsv`` (one row per frame, flushed as it goes) and ``summary.json`` (also after Stop or when
   the camera stops giving frames).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -45,11 +43,10 @@ from PySide6.QtWidgets import (
 )
 
 from advface.alignment import Face, FaceAligner
-from advface.attacks.base import goal_threshold
 from advface.errors import AdvfaceError
-from advface.glasses.camera import ROW_COLUMNS, FrameCheck, iter_checks
-from advface.glasses.geometry import CANVAS_SHAPE, MARKS, apply_matrix, image_matrix
-from advface.glasses.physical import MarksError, find_marks, printable_frames
+from advface.glasses.camera import CheckRecord, FrameCheck, iter_checks, record_checks
+from advface.glasses.geometry import CANVAS_SHAPE
+from advface.glasses.physical import marks_on_face, printable_frames
 from advface.glasses.workflow import make_goal
 from advface.gui.pages.common import (
     DEFAULT_MODEL,
@@ -62,10 +59,10 @@ from advface.gui.pages.common import (
     model_choices,
     new_run_folder,
     select,
+    shared_aligner,
 )
 from advface.images import load_image
-from advface.progress import Cancelled, Progress, report
-from advface.runs import ResultsTable, write_config
+from advface.progress import Progress, report
 
 DEFAULT_WIDTH_MM = 145.0
 DISPLAY_WIDTH = 640
@@ -79,8 +76,6 @@ GOALS = {
 }
 
 _PLAIN_GREY = 0.55  # the plain template's frame colour (as `advface glasses template`)
-_MARK_SEARCH = 0.15  # the marks are looked for this far (times the face width) around their expected box
-_MARK_SLACK = 0.25  # ... and each found mark must lie this close (times the face width) to its expected place
 _BOX_COLOUR = (255, 200, 0)
 _LANDMARK_COLOUR = (0, 220, 255)
 _MARK_COLOUR = (255, 0, 255)
@@ -117,48 +112,6 @@ def print_template(*, stem, width_mm: float = DEFAULT_WIDTH_MM, run_folder=None,
 
 
 # -- the live check ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PhysicalCheck:
-    """How a live check ended (the page's job result; also written to ``summary.json``).
-
-    Attributes:
-        ended: ``"finished"`` (a video ran out), ``"camera stopped"`` (a camera stopped giving frames),
-            ``"stopped"`` (Stop) or ``"failed"``.
-    """
-
-    out: Path | None
-    source: str
-    kind: str
-    model: str
-    goal: str
-    threshold: float
-    frames: int
-    frames_with_face: int
-    frames_fooled: int
-    ended: str
-    seconds: float
-
-    @property
-    def fooled_fraction(self) -> float:
-        return self.frames_fooled / self.frames_with_face if self.frames_with_face else math.nan
-
-    def summary(self) -> dict:
-        fraction = self.fooled_fraction
-        return {
-            "frames": self.frames,
-            "frames_with_face": self.frames_with_face,
-            "frames_fooled": self.frames_fooled,
-            "fooled_fraction": None if math.isnan(fraction) else fraction,
-            "source": self.source,
-            "kind": self.kind,
-            "model": self.model,
-            "goal": self.goal,
-            "threshold": self.threshold,
-            "ended": self.ended,
-            "seconds": round(self.seconds, 3),
-        }
-
-
 def running_text(frames: int, faces: int, fooled: int) -> str:
     """``"fooled on k of n frames with a face (x%); N frames checked"``."""
     if not faces:
@@ -167,30 +120,10 @@ def running_text(frames: int, faces: int, fooled: int) -> str:
 
 
 def frame_marks(image: np.ndarray, check: FrameCheck, aligner: FaceAligner) -> np.ndarray | None:
-    """The 7 green marks of printed frames on the face of ``check``, ``(7, 2)`` frame pixels, or None.
-
-    The marks are looked for around where the digital frames would sit on this face (:data:`MARKS` through
-    the face's ``vgg`` alignment) and each must be found near its expected place.
-    """
+    """The 7 green marks of printed frames on the face of ``check`` (:func:`marks_on_face`), or None."""
     if not check.face_found or check.landmarks is None or check.box is None:
         return None
-    face = Face(box=check.box, landmarks=check.landmarks, score=math.nan)
-    expected = apply_matrix(image_matrix(aligner.chip_matrix(face, "vgg")), MARKS)
-    width = max(check.box[2] - check.box[0], 1.0)
-    h, w = image.shape[:2]
-    x0, y0 = np.floor(expected.min(axis=0) - _MARK_SEARCH * width).astype(int)
-    x1, y1 = np.ceil(expected.max(axis=0) + _MARK_SEARCH * width).astype(int)
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x1 - x0 < 8 or y1 - y0 < 8:
-        return None
-    corner = np.array([x0, y0], np.float32)
-    try:
-        found = find_marks(image[y0:y1, x0:x1], expected=expected - corner, source="the frame") + corner
-    except MarksError:
-        return None
-    if np.linalg.norm(found - expected, axis=1).max() > _MARK_SLACK * width:
-        return None  # other green things, not the frames' marks
-    return found
+    return marks_on_face(image, Face(box=check.box, landmarks=check.landmarks, score=math.nan), aligner)
 
 
 def overlay(image: np.ndarray, check: FrameCheck, marks: np.ndarray | None) -> np.ndarray:
@@ -224,14 +157,15 @@ def run_check(
     aligner: FaceAligner,
     out=None,
     progress=None,
-) -> PhysicalCheck:
-    """Check ``source`` (a camera index or a video file) frame by frame until it ends or Stop.
+) -> CheckRecord:
+    """Check ``source`` (a camera index or a video file) frame by frame until it ends or Stop, recorded
+    into ``out`` as it goes (:func:`advface.glasses.camera.record_checks`: config.json, frames.tsv row by
+    row, summary.json however it ends).
 
     Progress: stage ``"prepare"`` once, then stage ``"check"`` once per frame with metrics ``frame`` (the
-    :class:`FrameCheck`, its image kept), ``display`` (:func:`overlay`), ``marks``, ``frames``,
+    :class:`FrameCheck` without its images), ``display`` (:func:`overlay`), ``marks``, ``frames``,
     ``frames_with_face``, ``frames_fooled``, ``fooled_fraction`` and ``threshold``.
     """
-    started = time.monotonic()
     # 1. Model and goal: a photo without a face fails here, before the camera is opened.
     face_model = embedding_model(model)
     if not photos:
@@ -246,67 +180,30 @@ def run_check(
         references=list(photos) if dodge else None,
         target=None if dodge else list(photos),
     )
-    threshold = float(goal_threshold(goal_object, face_model))
     # 2. The source: a camera that cannot be opened or a missing file fails before the run folder exists.
     checks = iter_checks(source, face_model, goal_object, aligner=aligner, keep_images=True)
-    stream = checks.stream
-    frames = faces = fooled = 0
-    ended = "finished"
-    with checks:
-        table = None
-        if out is not None:
-            arguments = {"source": source, "model": model, "goal": goal, "photos": [str(p) for p in photos]}
-            write_config(out, "gui physical", arguments)
-            table = ResultsTable(Path(out) / "frames.tsv", ROW_COLUMNS)
-        try:
-            for check in checks:
-                # 3. The marks of the printed frames and the picture to show, here off the GUI thread.
-                marks = frame_marks(check.image, check, aligner)
-                n, k, f = frames + 1, faces + check.face_found, fooled + check.fooled
-                # 4. Show it (after Stop the callback raises Cancelled here, and the frame is dropped) ...
-                report(
-                    progress,
-                    n,
-                    stream.total,
-                    "check",
-                    frame=check,
-                    display=overlay(check.image, check, marks),
-                    marks=marks,
-                    frames=n,
-                    frames_with_face=k,
-                    frames_fooled=f,
-                    fooled_fraction=f / k if k else math.nan,
-                    threshold=threshold,
-                )
-                # 5. ... then record it, flushed: the run folder holds exactly the frames the page showed.
-                if table is not None:
-                    table.add(check.row())
-                frames, faces, fooled = n, k, f
-            if stream.kind == "camera":  # a camera only runs out when it stops giving frames
-                ended = "camera stopped"
-        except Cancelled:
-            ended = "stopped"
-            raise
-        except BaseException:
-            ended = "failed"
-            raise
-        finally:
-            result = PhysicalCheck(
-                out=None if out is None else Path(out),
-                source=stream.source,
-                kind=stream.kind,
-                model=face_model.name,
-                goal=goal,
-                threshold=threshold,
-                frames=frames,
-                frames_with_face=faces,
-                frames_fooled=fooled,
-                ended=ended,
-                seconds=time.monotonic() - started,
-            )
-            if out is not None:
-                (Path(out) / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
-    return result
+
+    def show(check: FrameCheck, so_far: CheckRecord) -> None:
+        # 3. The marks of the printed frames and the picture to show, here off the GUI thread; after Stop
+        #    the callback raises Cancelled here and the frame is not recorded.
+        marks = frame_marks(check.image, check, aligner)
+        report(
+            progress,
+            so_far.frames,
+            checks.stream.total,
+            "check",
+            frame=replace(check, image=None, chip=None),  # the GUI shows `display`, not these
+            display=overlay(check.image, check, marks),
+            marks=marks,
+            frames=so_far.frames,
+            frames_with_face=so_far.frames_with_face,
+            frames_fooled=so_far.frames_fooled,
+            fooled_fraction=so_far.fooled_fraction,
+            threshold=so_far.threshold,
+        )
+
+    arguments = {"source": source, "model": model, "goal": goal, "photos": [str(p) for p in photos]}
+    return record_checks(checks, out, command="gui physical", arguments=arguments, on_frame=show)
 
 
 # -- the page ------------------------------------------------------------------------------------------------
@@ -317,12 +214,9 @@ class PhysicalPage(JobPage):
 
     def __init__(self, worker, settings: QSettings, parent: QWidget | None = None):
         super().__init__(worker, settings, parent)
-        self.aligner = FaceAligner()
-        # Load dlib's detector and landmark model now: deserialising them holds Python's GIL for a fifth of
-        # a second, which on the worker would freeze the window at the start of the first check.
-        self.aligner.detect(np.zeros((8, 8, 3), np.float32))
+        self.aligner = shared_aligner()  # loaded once, here in the GUI thread, not in the first check
         self.run_dir: Path | None = None
-        self.last_check: PhysicalCheck | None = None
+        self.last_check: CheckRecord | None = None
         self.last_print: PrintedTemplate | None = None
         self.last_frame: FrameCheck | None = None
         self.counts = (0, 0, 0)  # frames, with a face, fooled (of the running or last check)
@@ -382,7 +276,7 @@ class PhysicalPage(JobPage):
         self.record_check = QCheckBox("Record to a run folder")
         self.record_check.setChecked(str(settings.value("physical/record", "true")).lower() == "true")
         self.runs_edit = QLineEdit(str(settings.value("physical/runs_root", str(default_runs_root()))))
-        self.runs_edit.setToolTip("Runs root: each check writes a new folder gui/physical-<date-time> in it")
+        self.runs_edit.setToolTip("Runs root: each check writes a new folder physical-<date-time> in it")
         self.runs_button = QPushButton("Browse...")
         self.runs_button.clicked.connect(self._browse_runs_root)
         self.start_button = QPushButton("Start")
@@ -549,7 +443,7 @@ class PhysicalPage(JobPage):
             print_template, job="print", stem=Path(stem), width_mm=self.width_spin.value(), run_folder=folder
         )
         if not started:
-            self._show_message("Busy: wait for the running job to finish (or stop it).")
+            self._show_message(self.busy_message())
             return False
         self.print_path.setText("Writing ...")
         return True
@@ -601,7 +495,7 @@ class PhysicalPage(JobPage):
             out=out,
         )
         if not started:
-            self._show_message("Busy: wait for the running job to finish (or stop it).")
+            self._show_message(self.busy_message())
             return False
         self.run_dir, self.last_check, self.last_frame = out, None, None
         self.counts = (0, 0, 0)
@@ -648,14 +542,15 @@ class PhysicalPage(JobPage):
             self.print_path.setText(f"{result.pdf}\n(and {result.png.name}; print at 100%)")
             self.open_button.setEnabled(True)
             return
-        if not isinstance(result, PhysicalCheck):
+        if not isinstance(result, CheckRecord):
             return
         self.last_check = result
         self.counts = (result.frames, result.frames_with_face, result.frames_fooled)
         self.tally.setText(running_text(*self.counts) + f" ({result.ended})")
         if result.ended == "camera stopped":
             self._show_message(
-                f"{self._source_text} stopped giving frames (unplugged?). {self._kept(result.frames)}"
+                f"{self._source_text} stopped giving frames (unplugged?). {self._kept(result.frames)} "
+                "Plug it in again and press Start (a new run folder)."
             )
 
     def on_failed(self, message: str, details: str = "") -> None:

@@ -471,6 +471,7 @@ def evaluate(run, *, figures: int = 20, progress: ProgressCallback | None = None
             "ranking": list(ranking.order) if ranking else [],
             "unranked": list(ranking.unranked) if ranking else [],
             "p_values": list(ranking.p_values) if ranking else [],
+            "friedman": list(ranking.friedman) if ranking else [],  # each elimination step's p-value
             "chunks": len(chunks),
             "expected_chunks": config["chunks"],
         }

@@ -332,16 +332,12 @@ class GalleryOutcome:
         name: the sub-folder of ``attacks/`` or ``certify/`` in the run folder.
         summary: that folder's entry of :func:`evaluate`'s summary.
         run: the run folder.
-        tests: the attribute ranking of an attack with all its tests
-            (:class:`~advface.semantic.evaluate.Ranking`: the summary keeps the Wilcoxon p-values of the
-            order but not the Friedman ones); None for certification or fewer than two successes.
     """
 
     kind: str
     name: str
     summary: dict
     run: Path
-    tests: object = None
 
     @property
     def ranking(self) -> str:
@@ -362,27 +358,7 @@ def attack_gallery(
         gallery.run, attack, name=name, settings=settings, seed=int(seed), setup=setup, progress=progress
     )
     summary = evaluate(gallery.run, figures=0)
-    return GalleryOutcome(
-        attack, name, summary["attacks"][name], gallery.run, _ranking(gallery.run / "attacks" / name)
-    )
-
-
-def _ranking(folder: Path):
-    """:func:`rank_attributes` of the successful deltas of an attack folder, as :func:`evaluate` ranks them
-    (None below two successes or two attributes)."""
-    import json
-
-    from advface.chunks import load_chunks
-    from advface.semantic.evaluate import rank_attributes
-
-    config = json.loads((folder / "config.json").read_text())["arguments"]
-    chunks = load_chunks(folder)
-    deltas = np.concatenate([c["deltas"] for c in chunks])
-    success = np.concatenate([np.atleast_1d(c["success"]) for c in chunks])
-    names = config["attributes"]
-    if success.sum() < 2 or len(names) < 2:
-        return None
-    return rank_attributes(deltas[success], [config["budgets"][a] for a in names], names)
+    return GalleryOutcome(attack, name, summary["attacks"][name], gallery.run)
 
 
 def certify_gallery(
@@ -1030,7 +1006,7 @@ class SemanticPage(JobPage):
             )
             return
         name = {"pgd": "Latent PGD", "fab": "FAB-t"}[outcome.kind]
-        if outcome.tests is None:
+        if not s["friedman"]:
             tests = "p-values: none (the ranking needs two successes and two attributes)"
         else:
             wilcoxon = (
@@ -1038,7 +1014,7 @@ class SemanticPage(JobPage):
                 if s["p_values"]
                 else "p-values: none (fewer than two attributes ranked)"
             )
-            tests = f"{wilcoxon}; Friedman p-values: {_p_values(outcome.tests.friedman)} (alpha 0.05)"
+            tests = f"{wilcoxon}; Friedman p-values: {_p_values(s['friedman'])} (alpha 0.05)"
         self.result_text.setText(
             f"{name} over {s['instances']} identities: {s['successes']} successes (rate {s['rate']:.2f}, "
             f"mean magnitude {s['avg_mag']:.4f}). Attribute importance: {outcome.ranking}; {tests}." + where
@@ -1064,10 +1040,10 @@ class SemanticPage(JobPage):
             self._job_started(job)
             return True
         self._job = job
-        if not self.start_job(fn, **kwargs):
+        if not self.start_job(fn, job=job, **kwargs):
             self._job = None
             if job != "preview":
-                self._show_message("Busy: wait for the running job to finish (or stop it).")
+                self._show_message(self.busy_message())
             return False
         self._job_started(job)
         return True
@@ -1125,7 +1101,9 @@ class SemanticPage(JobPage):
         self._enable()
 
     def on_cancelled(self) -> None:
-        self._job = None
+        job, self._job = self._job, None
+        if job == "preview":  # Stop while an edit rendered (a run was queued): the edit is still owed
+            self._preview_wanted = True
         self._done("")
         self._show_message("Stopped.")
         self._enable()

@@ -168,7 +168,7 @@ class FaceAligner:
         return Face(box=tuple(float(v) for v in box), landmarks=points, score=float("nan"))
 
     def _chip_details(self, face: Face, template: Template):
-        dlib = self._dlib[0]
+        import dlib  # the geometry only: no need to load the detector and landmark models (a GIL-held 0.2 s)
         points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in face.landmarks])
         box = dlib.rectangle(*(int(round(v)) for v in face.box))
         details = dlib.get_face_chip_details(

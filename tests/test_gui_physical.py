@@ -19,7 +19,8 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, QTimer  # noqa: E402
+from gui_ticks import TimerTicks  # noqa: E402
+from PySide6.QtCore import QSettings  # noqa: E402
 
 from advface.attacks.base import Dodge  # noqa: E402
 from advface.glasses import camera  # noqa: E402
@@ -302,28 +303,14 @@ def test_print_template_writes_a_pdf(qtbot, page, tmp_path):
 @pytest.mark.slow
 def test_gui_keeps_ticking_during_a_check(qtbot, page, clip):
     """A 10 ms timer in the GUI thread never waits 100 ms while the check reads and judges frames."""
-    ticks = []
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    reported = []
-    page.worker.progress.connect(lambda p: reported.append(time.perf_counter()))
     page.set_source(video=clip)
     page.record_check.setChecked(False)
-    ticks.append(time.perf_counter())
-    assert page.start_check()
-    _wait(qtbot, page)
-    timer.stop()
+    with TimerTicks() as ticks, ticks.run("check"):
+        assert page.start_check()
+        _wait(qtbot, page)
     assert page.last_check is not None and page.last_check.frames == len(SCENES) and page.run_dir is None
-    gaps = sorted(((b - a, a - ticks[0]) for a, b in zip(ticks, ticks[1:], strict=False)), reverse=True)
-    gap = gaps[0][0]
-    print(
-        f"\ntimer ticks: {len(ticks)} over {ticks[-1] - ticks[0]:.2f} s, max gap {gap * 1000:.1f} ms; "
-        f"largest gaps (ms at s): {[(round(g * 1000), round(t, 2)) for g, t in gaps[:3]]}; "
-        f"frames reported at s: {[round(t - ticks[0], 2) for t in reported]}"
-    )
-    assert len(ticks) > 10 and gap < 0.1
+    print(ticks.report())
+    assert ticks.count("check") > 10 and ticks.max_gap("check") < 0.1
 
 
 def test_running_text():

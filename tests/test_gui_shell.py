@@ -2,7 +2,6 @@
 Stop, failures in a dialog, and a GUI that keeps ticking during an attack. Offscreen (QT_QPA_PLATFORM)."""
 
 import os
-import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -11,7 +10,8 @@ import pytest  # noqa: E402
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, Qt, QTimer  # noqa: E402
+from gui_ticks import TimerTicks  # noqa: E402
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
 
 from advface.attacks import Dodge  # noqa: E402
 from advface.attacks.pgd import PGD  # noqa: E402
@@ -195,25 +195,13 @@ def test_gui_keeps_ticking_during_an_attack(qtbot, attack_job):
     first run (which traces the compiled step) to a second one."""
     worker = Worker()
     job, kwargs = attack_job(40)
-    ticks = []
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    runs = []
-    for _ in range(2):  # the first traces the step, the second reuses it
-        with qtbot.waitSignal(worker.finished, timeout=JOB_TIMEOUT_MS):
-            ticks.append(time.perf_counter())
-            first = len(ticks) - 1
-            worker.start(job, **kwargs)
-        runs.append(ticks[first:])
-    timer.stop()
-    gaps = [max(b - a for a, b in zip(t, t[1:], strict=False)) for t in runs]
-    print(
-        f"\ntimer ticks: {[len(t) for t in runs]}, max gap (first run, second run): "
-        f"{gaps[0] * 1000:.1f} ms, {gaps[1] * 1000:.1f} ms"
-    )
-    assert all(len(t) > 10 for t in runs) and max(gaps) < 0.1
+    with TimerTicks() as ticks:
+        for run in ("first", "second"):  # the first traces the step, the second reuses it
+            with ticks.run(run), qtbot.waitSignal(worker.finished, timeout=JOB_TIMEOUT_MS):
+                worker.start(job, **kwargs)
+    print(ticks.report())
+    for run in ("first", "second"):
+        assert ticks.count(run) > 10 and ticks.max_gap(run) < 0.1
 
 
 def test_gui_command_help(capsys):

@@ -271,7 +271,8 @@ class EyeglassAttack:
         keras.utils.set_random_seed(seed)
         generator, discriminator = self._networks()
         renderer = GlassesRenderer(placement)
-        real = tf.constant(self._real(seed))
+        # In pieces: one 135 MB copy into a tensor holds Python's GIL (the launcher's window) for 0.1-0.3 s.
+        real = tf.concat([tf.constant(part) for part in np.array_split(self._real(seed), 16)], axis=0)
         faces_t = tf.constant(faces)
         noise = tf.random.Generator.from_seed(seed)
         g_opt = keras.optimizers.Adam(self.learning_rate, beta_1=self.beta_1)

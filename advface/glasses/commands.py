@@ -204,7 +204,12 @@ def add_parser(command) -> None:
     q.add_argument("--threshold", type=float, help="verification threshold (default: the model's)")
     q.add_argument("--every", type=int, default=1, help="check every N-th frame (default: 1)")
     q.add_argument("--max-frames", type=int, help="stop after this many checked frames")
-    q.add_argument("--out", type=Path, help="run folder for config.json and frames.tsv")
+    q.add_argument(
+        "--out",
+        type=Path,
+        help="run folder: config.json, frames.tsv (a row per frame, written as it is checked) and "
+        "summary.json (also after Ctrl-C or an unplugged camera)",
+    )
     cli._add_alignment_flags(q)
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(run=_cmd_check)

@@ -230,6 +230,8 @@ def fan_out(argv: list[str], workers: int, chunk: Chunk) -> int:
         env = dict(os.environ)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[g % len(gpus)]
-        command = [sys.executable, "-m", "advface.cli", *base, "--chunks", str(total)]
+        # The last value of a flag wins: a child is one worker on its own chunk, whatever abbreviation of
+        # --workers (argparse takes --work) the user typed; without it every child would fan out again.
+        command = [sys.executable, "-m", "advface.cli", *base, "--workers", "1", "--chunks", str(total)]
         jobs.append(subprocess.Popen([*command, "--chunk", str(chunk.index * workers + g)], env=env))
     return max(job.wait() for job in jobs)

@@ -256,7 +256,10 @@ def gallery_files(folder) -> list[tuple[Path, str]]:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise AdvfaceError(f"A gallery must be a folder of face images. Received: gallery={str(folder)!r}.")
+        raise AdvfaceError(
+            f"A gallery must be a folder of face images. Received: gallery={str(folder)!r}. Use a folder "
+            "with one sub-folder per person (alice/1.jpg), or files named after the person (alice_2.jpg)."
+        )
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir())
     if subfolders:
         return [(f, sub.name) for sub in subfolders for f in list_images(sub)]

@@ -234,19 +234,27 @@ def _load_legacy(path: Path, data: bytes):
     return _materialise(result)
 
 
-def _materialise(obj):
+def _materialise(obj, memo: dict | None = None):
+    """``obj`` with every lazy tensor read; an object the pickle shares is converted once and shared again
+    (a few hundred bytes of ``x = [x, x]`` nested 40 deep would otherwise take 2^40 steps)."""
+    memo = {} if memo is None else memo
+    if id(obj) in memo:
+        return memo[id(obj)]
     if isinstance(obj, _LazyTensor):
         if obj.storage.array is None:
             raise WeightsError("Malformed checkpoint: a tensor whose storage bytes are missing.")
-        return _strided(obj.storage, obj.offset, obj.size, obj.stride)
-    if isinstance(obj, dict):
-        out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+        out = _strided(obj.storage, obj.offset, obj.size, obj.stride)
+    elif isinstance(obj, dict):
+        out = memo[id(obj)] = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
         for k, v in obj.items():
-            out[k] = _materialise(v)
+            out[k] = _materialise(v, memo)
         return out
-    if isinstance(obj, list | tuple):
-        return type(obj)(_materialise(v) for v in obj)
-    return obj
+    elif isinstance(obj, list | tuple):
+        out = type(obj)(_materialise(v, memo) for v in obj)
+    else:
+        return obj
+    memo[id(obj)] = out
+    return out
 
 
 def read_torch_file(path) -> object:

@@ -1,5 +1,5 @@
-"""Shared fixtures: the sample faces, one dlib aligner, a folder for artefacts a person may inspect, and a
-private saved-models folder."""
+"""Shared fixtures: the sample faces, one dlib aligner, a folder for artefacts a person may inspect, a
+private saved-models folder and private launcher settings."""
 
 import os
 from pathlib import Path
@@ -37,6 +37,14 @@ def artifacts() -> Path:
     folder = ROOT / "test-artifacts"
     folder.mkdir(exist_ok=True)
     return folder
+
+
+@pytest.fixture()
+def settings(tmp_path):
+    """The launcher's QSettings in a private ini file, so GUI tests never touch the user's settings."""
+    from PySide6.QtCore import QSettings
+
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
 @pytest.fixture()

@@ -253,3 +253,16 @@ def test_samples_are_uniform_in_the_volume_and_on_the_surface(matrix):
     surface = region.sample_surface(500, seed=1)
     np.testing.assert_allclose(region.norm(surface), 1.0, rtol=1e-12)
     assert not np.array_equal(surface, region.sample_surface(500, seed=2))
+
+
+def test_clamp_coordinate_keeps_the_offset_in_the_ellipsoid():
+    region = Ellipsoid.from_budgets([1.0, 2.0, 0.5])
+    delta = np.array([0.6, 0.0, 0.2])
+    value = region.clamp_coordinate(delta, 1, 5.0)
+    moved = delta.copy()
+    moved[1] = value
+    assert 0 < value < 2.0
+    np.testing.assert_allclose(region.norm(moved), 1.0, rtol=1e-9)
+    assert region.clamp_coordinate(delta, 1, 0.1) == 0.1  # inside: unchanged
+    assert region.clamp_coordinate(np.zeros(3), 0, -3.0) == pytest.approx(-1.0)
+    assert delta.tolist() == [0.6, 0.0, 0.2]  # the caller's offset is not changed

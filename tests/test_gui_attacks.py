@@ -11,7 +11,6 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
 
 from advface.gui.pages.attacks import AttackPage, AttackRun  # noqa: E402
 from advface.gui.worker import Worker  # noqa: E402
@@ -19,11 +18,6 @@ from advface.images import save_image  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 300_000
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
 @pytest.fixture

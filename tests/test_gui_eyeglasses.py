@@ -10,7 +10,6 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
 
 from advface.alignment import FaceAligner  # noqa: E402
 from advface.glasses.dcgan import generate, load_generator, sample_latents  # noqa: E402
@@ -21,11 +20,6 @@ from advface.images import load_image  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 180_000
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 from gui_ticks import TimerTicks  # noqa: E402
-from PySide6.QtCore import QSettings  # noqa: E402
 
 from advface.glasses.workflow import AttackRun  # noqa: E402
 from advface.gui.pages.glasses_attack import DodgingPage, ImpersonationPage  # noqa: E402
@@ -27,11 +26,6 @@ from advface.images import save_image  # noqa: E402
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 300_000
 TINY = dict(steps=3, check_every=1, batch_size=4, check_samples=4)  # about 0.5 s a step on a laptop CPU
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 from gui_ticks import TimerTicks  # noqa: E402
-from PySide6.QtCore import QSettings  # noqa: E402
 
 from advface.attacks.base import Dodge  # noqa: E402
 from advface.glasses import camera  # noqa: E402
@@ -78,11 +77,6 @@ def frames(samples, aligner):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, frames):
     return _write_video(tmp_path_factory.mktemp("physical") / "clip.avi", [frames[s] for s in SCENES])
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QObject, QSettings, Signal  # noqa: E402
+from PySide6.QtCore import QObject, Signal  # noqa: E402
 
 from advface.alignment import FaceAligner  # noqa: E402
 from advface.gui.pages.recognition import RecognitionPage  # noqa: E402
@@ -49,11 +49,6 @@ class SyncWorker(QObject):
 
     def stop(self) -> None:
         pass
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
 @pytest.fixture

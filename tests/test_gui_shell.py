@@ -11,7 +11,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 from gui_ticks import TimerTicks  # noqa: E402
-from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 
 from advface.attacks import Dodge  # noqa: E402
 from advface.attacks.pgd import PGD  # noqa: E402
@@ -21,12 +21,6 @@ from advface.gui.worker import Worker  # noqa: E402
 from advface.progress import Progress  # noqa: E402
 
 JOB_TIMEOUT_MS = 300_000
-
-
-@pytest.fixture()
-def settings(tmp_path):
-    """A private ini file, so tests never touch the user's settings."""
-    return QSettings(str(tmp_path / "advface.ini"), QSettings.Format.IniFormat)
 
 
 @pytest.fixture()

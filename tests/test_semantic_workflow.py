@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from advface.chunks import Chunk, load_chunks
-from advface.cli import main
+from advface.cli import build_parser, main
 from advface.errors import AdvfaceError
 from advface.runs import ResultsTable
 from advface.semantic.identities import generate_identities
@@ -166,6 +166,20 @@ def test_too_few_samples_are_warned_about(run, setup):
     assert ResultsTable(path, CERTIFY_COLUMNS).rows()[0]["predict"] == "-1"  # abstains
 
 
+def test_the_certify_command_says_too_few_samples_in_one_line_and_restores_warnings(run, capsys):
+    import warnings
+
+    before = (warnings.showwarning, list(warnings.filters))
+    flags = ["--sigma", "0.5", "--n0", "5", "--n", "5", "--instances", "1", "--name", "guard-cli"]
+    assert main(["semantic", "certify", str(run), *flags]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert err == [
+        "advface: warning: n=5 samples cannot certify anything at alpha=0.001: even 5 of 5 votes give a "
+        "lower bound below 1/2. Use n >= 10 (every identity will abstain)."
+    ]
+    assert (warnings.showwarning, list(warnings.filters)) == before
+
+
 @pytest.mark.slow
 def test_certifying_one_identity_with_ten_thousand_samples_takes_under_two_minutes(run, setup):
     start = time.perf_counter()
@@ -175,3 +189,26 @@ def test_certifying_one_identity_with_ten_thousand_samples_takes_under_two_minut
     print(f"N=10,000 certificate: {seconds:.1f} s, radius {row['radius']}, p_lower {row['p_lower']}")
     assert seconds < 120
     assert row["predict"] == row["label"] and float(row["radius"]) > 0
+
+
+def test_fanned_out_children_are_single_workers_whatever_the_flag_was_typed_as(monkeypatch):
+    """argparse accepts abbreviations (--work 2); a child that kept one would fan out again, forever."""
+    import advface.chunks as chunks
+
+    started = []
+
+    class Child:
+        def __init__(self, command, env):
+            started.append((command, env.get("CUDA_VISIBLE_DEVICES")))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Child)
+    monkeypatch.setattr(chunks, "local_gpus", lambda: ["0", "1"])
+    argv = ["semantic", "attack", "RUN", "--work", "2", "--chunks=3", "--chunk", "1", "--steps", "5"]
+    assert chunks.fan_out(argv, 2, Chunk(1, 3)) == 0
+    for g, (command, gpu) in enumerate(started):
+        args = build_parser().parse_args(command[3:])
+        assert (args.workers, args.chunks, args.chunk, args.steps) == (1, 6, 2 + g, 5)
+        assert gpu == str(g) and "--chunks=3" not in command

@@ -246,6 +246,25 @@ class Ellipsoid:
         d = self._coefficients(delta, "norm")
         return np.sqrt(np.maximum(np.einsum("...i,ij,...j->...", d, self.matrix, d), 0.0))
 
+    def clamp_coordinate(self, delta, index: int, value: float) -> float:
+        """``value`` for coordinate ``index`` of ``delta``, moved towards 0 just enough that the offset
+        stays in the ellipsoid (the other coordinates, already inside, are kept): moving one attribute
+        slider within the budget.
+
+        Solves ``M_ii t^2 + 2 b t + c <= 1`` with ``b = sum_{j != i} M_ij d_j`` and ``c`` the quadratic form
+        of the other coordinates.
+        """
+        rest = self._coefficients(delta, "clamp_coordinate").copy()
+        if rest.ndim != 1:
+            raise AdvfaceError(f"clamp_coordinate takes one offset ({self.k},). Received: {rest.shape}.")
+        rest[index] = 0.0
+        a = float(self.matrix[index, index])
+        b = float(self.matrix[index] @ rest)
+        c = float(rest @ self.matrix @ rest)
+        root = np.sqrt(max(b * b - a * (c - 1.0), 0.0))
+        low, high = (-b - root) / a, (-b + root) / a
+        return float(np.clip(value, min(low, 0.0), max(high, 0.0)))
+
     def norm_tf(self, delta) -> tf.Tensor:
         """``||delta||_M`` in TensorFlow float32, differentiable and usable inside ``tf.function``.
 

@@ -257,30 +257,38 @@ def _cmd_attack(args) -> int:
 def _cmd_certify(args) -> int:
     if (code := _fanned_out(args)) is not None:
         return code
+    import sys
     import warnings
 
     from advface.cli import _progress_bar
     from advface.semantic.workflow import run_certification
 
-    warnings.simplefilter("always")
-    warnings.formatwarning = lambda message, *_: f"advface: warning: {message}\n"
+    with warnings.catch_warnings():  # restores the warning machinery when the certification ends
+        shown = warnings.showwarning
 
-    path = run_certification(
-        args.folder,
-        sigma=args.sigma,
-        noise=args.noise,
-        n0=args.n0,
-        n=args.n,
-        alpha=args.alpha,
-        instances=args.instances,
-        chunk=_chunk(args),
-        attributes=_attributes(args.attributes),
-        budget=_budget(args.budget),
-        seed=args.seed,
-        batch_size=args.batch_size,
-        name=args.name,
-        progress=_progress_bar("certify"),
-    )
+        def one_line(message, category, filename, lineno, file=None, line=None):
+            if "advface" in Path(filename).parts:  # ours, e.g. "n is too small to certify anything"
+                print(f"advface: warning: {message}", file=sys.stderr)
+            else:  # other libraries' warnings keep their own form
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = one_line
+        path = run_certification(
+            args.folder,
+            sigma=args.sigma,
+            noise=args.noise,
+            n0=args.n0,
+            n=args.n,
+            alpha=args.alpha,
+            instances=args.instances,
+            chunk=_chunk(args),
+            attributes=_attributes(args.attributes),
+            budget=_budget(args.budget),
+            seed=args.seed,
+            batch_size=args.batch_size,
+            name=args.name,
+            progress=_progress_bar("certify"),
+        )
     print(f"{path} written; merge and evaluate with: advface semantic eval {args.folder}")
     return 0
 
@@ -325,7 +333,9 @@ def _add_run_verbs(verbs) -> None:
         q.add_argument("--instances", type=int, help="the first N identities (default: all)")
         q.add_argument("--attributes", help="comma-separated directions (default: the generator's five)")
         q.add_argument(
-            "--budget", help="sigmas of every direction (default 1), or name=m,... in coefficient units"
+            "--budget",
+            help="sigmas of every direction, or name=m,... in coefficient units (default: 1 sigma; for "
+            "stylegan-ffhq the source's budgets)",
         )
         q.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
         q.add_argument("--name", help="sub-folder name (default: from the method)")
@@ -473,8 +483,10 @@ def add_parser(command) -> None:
     q.add_argument("--out", type=Path, help="run folder (default: runs/identities-GENERATOR-MODEL)")
     q.add_argument("--seed", type=int, default=0, help="latent seed (default: 0)")
     q.add_argument("--images", action="store_true", help="also save the clean renders as images/ROW.png")
-    q.add_argument("--chunks", type=int, help="split the rows into this many chunks (default: 1)")
-    q.add_argument("--chunk", type=int, help="0-based chunk to make (default: 0)")
+    q.add_argument(
+        "--chunks", type=int, help="split the rows into N chunks (default: 1, or the SLURM array size)"
+    )
+    q.add_argument("--chunk", type=int, help="0-based chunk to make (default: $SLURM_ARRAY_TASK_ID, else 0)")
     q.add_argument("--workers", type=int, default=1, help=_WORKERS_HELP)
     q.add_argument("--batch-size", type=int, default=64, help="identities per batch (default: 64)")
     _add_box(q)

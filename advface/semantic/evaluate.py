@@ -256,6 +256,28 @@ def plot_accuracy_vs_perturbation(path, curves: dict) -> Path:
     return _save(figure, path)
 
 
+def plot_certified_accuracy(path, correct, radius, *, xlabel: str, title: str = "") -> Path:
+    """Certified accuracy against radius (Cohen et al.'s curve): the share of identities classified
+    correctly with a certified radius of at least r, for r from 0 to 1.1 x the largest radius.
+
+    Args:
+        path: the PNG to write (folders are created).
+        correct: ``(N,)`` bool, the smoothed prediction is the identity's own.
+        radius: ``(N,)`` certified radii (0 when abstaining).
+        xlabel: what the radius measures.
+    """
+    correct, radius = np.asarray(correct, bool), np.asarray(radius, float)
+    radii = np.linspace(0, max(float(radius.max()), 1e-6) * 1.1, 100)
+    figure = _figure((5.0, 3.5))
+    ax = figure.subplots()
+    ax.plot(radii, [(correct & (radius >= r)).mean() for r in radii])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("certified accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(figure, path)
+
+
 def success_figure(
     path,
     original,

@@ -393,8 +393,9 @@ def certify_row(
         point = np.asarray(chip)[0]
     else:
 
-        def classify(deltas):
-            return objective.predict(deltas.astype(np.float32), np.full(len(deltas), row, np.int32))
+        def classify(deltas):  # one forward pass per batch of noisy samples (Smooth's batch_size)
+            rows = np.full(len(deltas), row, np.int32)
+            return objective.predict(deltas.astype(np.float32), rows, batch_size=len(deltas))
 
         smooth = Smooth(
             classify,
@@ -546,25 +547,15 @@ def _figures(folder: Path, setup: Setup, merged: dict, limit: int, mode: str) ->
 
 
 def _certified_summary(folder: Path, rows: list[dict], *, pixel: bool) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from advface.semantic import evaluate as ev
 
     correct = np.array([int(r["correct"]) for r in rows], bool)
     # Latent noise: the radius in the attacks' M-norm; pixel noise: the L2 radius on the chip.
     radius = np.array([float(r["radius"] if pixel else r["radius_m"]) for r in rows])
-    radii = np.linspace(0, max(float(radius.max()), 1e-6) * 1.1, 100)
-    accuracy = [(correct & (radius >= r)).mean() for r in radii]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(radii, accuracy)
-    ax.set_xlabel("radius (L2 on the chip, pixels in [0, 1])" if pixel else "radius (M-norm)")
-    ax.set_ylabel("certified accuracy")
-    ax.set_title(folder.name)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(folder / "certified_accuracy.png", dpi=120)
-    plt.close(fig)
+    xlabel = "radius (L2 on the chip, pixels in [0, 1])" if pixel else "radius (M-norm)"
+    ev.plot_certified_accuracy(
+        folder / "certified_accuracy.png", correct, radius, xlabel=xlabel, title=folder.name
+    )
     return {
         "instances": len(rows),
         "certified": int(correct.sum()),

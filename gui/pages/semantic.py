@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -85,24 +84,6 @@ def generator_choices() -> list[str]:
 
     names = [name for name, spec in GENERATORS.items() if spec.available()]
     return names or [DEFAULT_GENERATOR]
-
-
-def clamp_coefficient(delta, index: int, value: float, matrix) -> float:
-    """``value`` for coordinate ``index`` of ``delta``, moved towards 0 just enough that the offset stays in
-    the ellipsoid ``{d : d^T M d <= 1}`` (the other coordinates, already inside, are kept).
-
-    Solves ``M_ii t^2 + 2 b t + c <= 1`` with ``b = sum_{j != i} M_ij d_j`` and ``c`` the quadratic form of
-    the other coordinates.
-    """
-    matrix = np.asarray(matrix, np.float64)
-    rest = np.array(delta, np.float64)
-    rest[index] = 0.0
-    a = float(matrix[index, index])
-    b = float(matrix[index] @ rest)
-    c = float(rest @ matrix @ rest)
-    root = np.sqrt(max(b * b - a * (c - 1.0), 0.0))
-    low, high = (-b - root) / a, (-b + root) / a
-    return float(np.clip(value, min(low, 0.0), max(high, 0.0)))
 
 
 @dataclass(frozen=True)
@@ -353,7 +334,7 @@ def attack_gallery(
     from advface.semantic.workflow import evaluate, run_attack
 
     setup = gallery.setup(attributes, budget)
-    name = _fresh_name(gallery.run / "attacks", attack)
+    name = new_run_folder(gallery.run / "attacks", attack).name
     run_attack(
         gallery.run, attack, name=name, settings=settings, seed=int(seed), setup=setup, progress=progress
     )
@@ -379,7 +360,7 @@ def certify_gallery(
     from advface.semantic.workflow import evaluate, run_certification
 
     setup = gallery.setup(attributes, budget)
-    name = _fresh_name(gallery.run / "certify", f"{noise}-sigma{sigma:g}")
+    name = new_run_folder(gallery.run / "certify", f"{noise}-sigma{sigma:g}").name
     run_certification(
         gallery.run,
         sigma=sigma,
@@ -395,16 +376,6 @@ def certify_gallery(
     )
     summary = evaluate(gallery.run, figures=0)
     return GalleryOutcome("certify", name, summary["certificates"][name], gallery.run)
-
-
-def _fresh_name(folder: Path, stem: str) -> str:
-    """``stem-<HHMMSS>`` not yet in ``folder`` (every GUI run gets its own folder: no config clashes)."""
-    base = f"{stem}-{datetime.now():%H%M%S}"
-    name, count = base, 1
-    while (folder / name).exists():
-        count += 1
-        name = f"{base}-{count}"
-    return name
 
 
 def _p_values(values) -> str:
@@ -430,7 +401,6 @@ class SemanticPage(JobPage):
         self.last_certificate: CertifyOutcome | None = None
         self.last_gallery_run: GalleryOutcome | None = None
         self.edit_count = 0  # edits shown so far (tests wait on it)
-        self._job: str | None = None  # which of this page's jobs runs: gallery, preview, pgd, ...
         self._queued: tuple | None = None  # a run asked for while a preview was rendering
         self._preview_wanted = False
         self._directions = None  # the generator's directions before a gallery exists
@@ -800,7 +770,7 @@ class SemanticPage(JobPage):
         names = self.attributes
         current = np.array([self.delta[a] for a in names])
         index = names.index(attribute)
-        value = clamp_coefficient(current, index, float(np.clip(value, -m, m)), self.ellipsoid.matrix)
+        value = self.ellipsoid.clamp_coordinate(current, index, float(np.clip(value, -m, m)))
         ticks = int(value / m * SLIDER_STEPS)  # towards 0: the ticks never leave the ellipsoid
         value = ticks / SLIDER_STEPS * m
         slider.blockSignals(True)
@@ -1026,7 +996,6 @@ class SemanticPage(JobPage):
         """No job runs, and no edit or run waits to start (edits are debounced and queued)."""
         return (
             super().is_idle()
-            and self._job is None
             and self._queued is None
             and not self._preview_wanted
             and not self._debounce.isActive()
@@ -1035,13 +1004,11 @@ class SemanticPage(JobPage):
     def _start(self, job: str, fn, **kwargs) -> bool:
         if job != "preview":
             self._show_message("")
-        if self._job == "preview" and job != "preview":  # the edit is quick: run this right after it
+        if self.job == "preview" and job != "preview":  # the edit is quick: run this right after it
             self._queued = (job, fn, kwargs)
             self._job_started(job)
             return True
-        self._job = job
-        if not self.start_job(fn, job=job, **kwargs):
-            self._job = None
+        if not self.start_job(fn, job=job, **kwargs):  # job: gallery, preview, pgd, fab, certify
             if job != "preview":
                 self._show_message(self.busy_message())
             return False
@@ -1070,7 +1037,7 @@ class SemanticPage(JobPage):
             self._request_preview()
 
     def on_progress(self, p) -> None:
-        if self._job == "preview":
+        if self.job == "preview":
             return
         total = p.total or 0
         self.progress_bar.setRange(0, total)
@@ -1079,7 +1046,7 @@ class SemanticPage(JobPage):
         self.status.setText(f"{p.stage}: {p.step}/{total}" if total else f"{p.stage}: {p.step}")
 
     def on_finished(self, result) -> None:
-        job, self._job = self._job, None
+        job = self.job
         if job != "preview":
             self._done("")
         if isinstance(result, Gallery):
@@ -1095,13 +1062,13 @@ class SemanticPage(JobPage):
         self._enable()
 
     def on_failed(self, message: str, details: str) -> None:
-        job, self._job = self._job, None
+        job = self.job
         self._done("")
         self._show_message(message if job != "preview" else f"Rendering the edit failed: {message}")
         self._enable()
 
     def on_cancelled(self) -> None:
-        job, self._job = self._job, None
+        job = self.job
         if job == "preview":  # Stop while an edit rendered (a run was queued): the edit is still owed
             self._preview_wanted = True
         self._done("")
@@ -1119,13 +1086,13 @@ class SemanticPage(JobPage):
 
     def _enable(self) -> None:
         """Buttons follow the worker: runs only while it is free (or only rendering this page's edit)."""
-        free = not self.worker.is_busy or (self._job == "preview" and self._queued is None)
+        free = not self.worker.is_busy or (self.job == "preview" and self._queued is None)
         has_gallery = self.gallery is not None
         self.generate_button.setEnabled(free)
         for button in (self.pgd_button, self.fab_button, self.certify_button):
             button.setEnabled(free and has_gallery)
         self.stop_button.setEnabled(
-            self.running and self._job not in (None, "preview") or self._queued is not None
+            self.running and self.job not in (None, "preview") or self._queued is not None
         )
         self.reset_button.setEnabled(has_gallery)
 
